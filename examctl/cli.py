@@ -1,0 +1,335 @@
+"""The command line: parse, resolve Settings, open resources, run a job, render, exit.
+
+Only typer and the standard library are imported at module level, so `examctl --help` and every
+`--help` stay instant: database drivers, Redis and boto3 load inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import click
+import typer
+
+from examctl.errors import ExamctlError, UsageError
+from examctl.settings import Settings
+
+if TYPE_CHECKING:
+    from examctl.resources import Resources
+    from examctl.runner import JobReport
+
+logger = logging.getLogger("examctl.cli")
+
+app = typer.Typer(
+    name="examctl",
+    help="Maintenance jobs of the online exam platform (PostgreSQL, Redis, S3).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+db_app = typer.Typer(help="Create or check the schema examctl works on.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+# --- options shared by every command (flags win over the environment) -----------------------
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="DATABASE_URL",
+        show_default=False,
+        help="postgresql://… or sqlite:///path  [default: sqlite:///examctl.db]",
+    ),
+]
+RedisUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-url",
+        envvar="REDIS_URL",
+        show_default=False,
+        help="redis://host:port/db; without it Redis work is skipped.",
+    ),
+]
+RedisPrefix = Annotated[
+    str | None,
+    typer.Option(
+        "--redis-prefix",
+        envvar="EXAMCTL_REDIS_PREFIX",
+        show_default=False,
+        help="Session key prefix.  [default: exam:attempt:]",
+    ),
+]
+LogFormat = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        envvar="EXAMCTL_LOG_FORMAT",
+        show_default=False,
+        help="text or json  [default: text on a terminal, json otherwise]",
+    ),
+]
+MetricsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--metrics-dir",
+        envvar="EXAMCTL_METRICS_DIR",
+        file_okay=False,
+        help="Write examctl_<job>.prom here after each run.",
+    ),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logs and tracebacks.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Count what would change; change nothing.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+GraceSeconds = Annotated[
+    int,
+    typer.Option("--grace-seconds", min=0, help="Finish only attempts overdue by more than this."),
+]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", min=1, max=100_000, help="Attempts per transaction.")
+]
+
+
+def resolve(
+    database_url: str | None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+    log_format: str | None = None,
+    metrics_dir: Path | None = None,
+    verbose: bool = False,
+) -> Settings:
+    """Validate the options and start logging; UsageError (exit 2) on bad configuration."""
+    settings = Settings.resolve(
+        database_url=database_url,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        log_format=log_format,
+        metrics_dir=metrics_dir,
+        verbose=verbose,
+    )
+    from examctl.logs import setup_logging
+
+    setup_logging(settings.log_format, verbose=verbose, secrets=settings.secrets())
+    return settings
+
+
+@contextlib.contextmanager
+def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
+    """The one place that turns errors into a line on stderr and an exit code."""
+    try:
+        yield
+    except ExamctlError as error:
+        from examctl.logs import scrub
+
+        _fail(scrub(str(error), secrets()), error.exit_code)
+    except (typer.Exit, click.exceptions.Exit, click.ClickException):
+        raise
+    except Exception as error:  # a bug: keep the traceback in the log
+        from examctl.logs import scrub
+
+        logger.exception("unexpected error")
+        _fail(scrub(f"unexpected {type(error).__name__}: {error}", secrets()), 1)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"examctl: error: {message}\n")
+    raise typer.Exit(code=code)
+
+
+def finish(report: JobReport, *, as_json: bool) -> NoReturn:
+    from examctl.render import render_report
+
+    render_report(report, as_json=as_json)
+    raise typer.Exit(code=report.exit_code)
+
+
+def opened(
+    settings: Settings, *, use_redis: bool = True
+) -> contextlib.AbstractContextManager[Resources]:
+    from examctl.resources import open_resources
+
+    return open_resources(settings, use_redis=use_redis)
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+@app.command("finish-expired")
+def finish_expired_command(
+    grace_seconds: GraceSeconds = 0,
+    batch_size: BatchSize = 1000,
+    no_redis: Annotated[
+        bool,
+        typer.Option(
+            "--no-redis", help="Finish from the database alone, ignoring buffered Redis answers."
+        ),
+    ] = False,
+    dry_run: DryRun = False,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    redis_prefix: RedisPrefix = None,
+    log_format: LogFormat = None,
+    metrics_dir: MetricsDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Finish overdue attempts once: recover Redis answers, grade, mark EXPIRED or ABANDONED.
+
+    Example: examctl finish-expired --grace-seconds 60 --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, redis_url, redis_prefix, log_format, metrics_dir, verbose)
+    with reported_errors(settings.secrets), opened(settings, use_redis=not no_redis) as res:
+        from examctl.jobs.finish_expired import finish_expired
+
+        report = res.run_job(
+            "finish-expired",
+            lambda: finish_expired(
+                res.engine,
+                res.sessions,
+                grace_seconds=grace_seconds,
+                batch_size=batch_size,
+                dry_run=dry_run,
+            ),
+            dry_run=dry_run,
+            notes=[_redis_note(settings, no_redis)],
+        )
+    finish(report, as_json=as_json)
+
+
+def _redis_note(settings: Settings, no_redis: bool) -> str:
+    if no_redis:
+        return "--no-redis: finished from the database alone; buffered Redis answers ignored"
+    if not settings.redis_url:
+        return "Redis not configured (--redis-url / REDIS_URL): Redis work skipped"
+    return ""
+
+
+# --- history, schema ------------------------------------------------------------------------
+
+
+@app.command("history")
+def history_command(
+    job: Annotated[str | None, typer.Option("--job", help="Only runs of this job.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 20,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    log_format: LogFormat = None,
+    verbose: Verbose = False,
+) -> None:
+    """Show the newest job runs: status, counts, error, host.
+
+    Example: examctl history --job finish-expired --limit 5
+    """
+    with reported_errors():
+        settings = resolve(database_url, log_format=log_format, verbose=verbose)
+    with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
+        from examctl.history import recent_runs
+
+        rows = recent_runs(res.engine, job=job, limit=limit)
+    if as_json:
+        from examctl.render import print_json
+
+        print_json(rows)
+        return
+    from examctl.render import render_rows
+
+    render_rows(
+        rows,
+        ["id", "job", "status", "started_at", "finished_at", "dry_run", "counts", "error", "host"],
+        title="examctl history (newest first)",
+    )
+
+
+@db_app.command("init")
+def db_init_command(
+    database_url: DatabaseUrl = None,
+    log_format: LogFormat = None,
+    verbose: Verbose = False,
+) -> None:
+    """Create every missing table, column and index (safe to run again).
+
+    Example: examctl db init --database-url postgresql://examctl@db/exams
+    """
+    with reported_errors():
+        settings = resolve(database_url, log_format=log_format, verbose=verbose)
+    with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
+        from examctl.db.migrate import init_schema
+
+        created = init_schema(res.engine)
+    typer.echo("\n".join(f"created {item}" for item in created) or "schema complete: nothing to do")
+
+
+@db_app.command("check")
+def db_check_command(
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    log_format: LogFormat = None,
+    verbose: Verbose = False,
+) -> None:
+    """Report missing tables, columns and indexes; exit 1 if anything is missing.
+
+    Example: examctl db check --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, log_format=log_format, verbose=verbose)
+    with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
+        from examctl.db.migrate import check_schema
+
+        missing = check_schema(res.engine)
+    if as_json:
+        from examctl.render import print_json
+
+        print_json({"ok": not missing, "missing": missing})
+    else:
+        typer.echo("\n".join(f"missing {item}" for item in missing) or "schema complete")
+    raise typer.Exit(code=1 if missing else 0)
+
+
+# --- demo -----------------------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo_command(
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    redis_prefix: RedisPrefix = None,
+    log_format: LogFormat = None,
+    verbose: Verbose = False,
+) -> None:
+    """Fill the database with a realistic sample and run the jobs on it once.
+
+    Example: examctl demo   (uses ./examctl.db, no server needed)
+    """
+    with reported_errors():
+        settings = resolve(database_url, redis_url, redis_prefix, log_format, None, verbose)
+    with reported_errors(settings.secrets), opened(settings) as res:
+        from examctl.demo import run_demo
+
+        run_demo(res)
+
+
+def main() -> None:
+    """Entry point: Click's usage errors become one line and exit 2, like every other error."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="examctl", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else "", err=False)
+        code = 0
+    except click.UsageError as error:
+        sys.stderr.write(f"examctl: error: {error.format_message()}\n")
+        code = UsageError.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("examctl: aborted\n")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

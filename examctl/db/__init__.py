@@ -1,0 +1,1 @@
+"""Database access: schema, engines, locks, set-based writes."""

@@ -1,0 +1,98 @@
+"""Engines for PostgreSQL (psycopg 3) and SQLite, the database clock, and connection errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+
+from examctl.errors import ServiceUnavailable
+from examctl.settings import redact_url
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine on psycopg 3 for PostgreSQL, or on the standard library for SQLite."""
+    if database_url.startswith("sqlite"):
+        return _sqlite_engine(database_url)
+    return create_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=2,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "application_name": "examctl",
+            # UTC sessions: timestamps read back are UTC whatever the server's setting.
+            "options": "-c timezone=UTC",
+        },
+    )
+
+
+def _sqlite_engine(database_url: str) -> Engine:
+    engine = create_engine(database_url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # IMMEDIATE takes the write lock up front: two examctl processes on one SQLite file
+        # serialise their transactions instead of both reading the same overdue attempts.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_postgres(conn_or_engine: Connection | Engine) -> bool:
+    return conn_or_engine.dialect.name == "postgresql"
+
+
+def db_now(conn: Connection) -> datetime:
+    """The database's clock (SPEC §5: never the host's). SQLite's clock is the host's."""
+    if is_postgres(conn):
+        value: datetime = conn.execute(text("SELECT now()")).scalar_one()
+        return value.astimezone(UTC)
+    return datetime.now(UTC)
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail fast with exit 3 when the database cannot be reached."""
+    with translate_db_errors(engine), engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@contextlib.contextmanager
+def translate_db_errors(engine: Engine) -> Iterator[None]:
+    """Turn a lost or refused database connection into ServiceUnavailable (exit 3)."""
+    try:
+        yield
+    except exc.DBAPIError as error:
+        if not _is_connection_error(error):
+            raise
+        where = redact_url(engine.url.render_as_string(hide_password=False))
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else "connection failed"
+        raise ServiceUnavailable(f"database unreachable at {where}: {reason}") from error
+
+
+def _is_connection_error(error: exc.DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, exc.OperationalError):
+        return False
+    message = str(error.orig).lower()
+    markers = ("connect", "terminat", "server closed", "no such file", "unable to open", "ssl")
+    return any(marker in message for marker in markers)

@@ -1,0 +1,127 @@
+"""The one description of the schema (SPEC §3): the platform's tables and examctl's own."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+
+from examctl.db.types import BigId, JsonDocument, Money, UtcDateTime
+
+metadata = MetaData()
+
+STATUS_IN_PROGRESS = "IN_PROGRESS"
+FINISHED_STATUSES = ("SUBMITTED", "EXPIRED", "ABANDONED")
+OVERDUE_POLICIES = ("autosubmit", "graceperiod", "autoabandon")
+
+# --- the platform's tables ------------------------------------------------------------------
+
+exams = Table(
+    "exams",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("title", Text),
+    Column("time_limit_minutes", Integer),
+    Column("passing_score", Money, server_default=text("60")),
+    Column("overdue_policy", Text, server_default=text("'autosubmit'")),
+    Column("grace_minutes", Integer, server_default=text("0")),
+    Column("closes_at", UtcDateTime, nullable=True),
+)
+
+questions = Table(
+    "questions",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("exam_id", Uuid, ForeignKey("exams.id")),
+    Column("position", Integer),
+    Column("kind", Text),
+    Column("points", Money, server_default=text("1")),
+    Column("correct", JsonDocument),
+)
+
+exam_attempts = Table(
+    "exam_attempts",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("exam_id", Uuid, ForeignKey("exams.id")),
+    Column("user_id", Uuid),
+    Column("status", Text),
+    Column("started_at", UtcDateTime),
+    Column("deadline_at", UtcDateTime),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("finished_by", Text, nullable=True),
+    Column("score", Money, nullable=True),
+    Column("max_score", Money, nullable=True),
+    Column("percent", Money, nullable=True),
+    Column("passed", Boolean, nullable=True),
+    Column("proctoring_summary", JsonDocument, nullable=True),
+    Index(
+        "ix_exam_attempts_deadline_in_progress",
+        "deadline_at",
+        postgresql_where=text("status = 'IN_PROGRESS'"),
+        sqlite_where=text("status = 'IN_PROGRESS'"),
+    ),
+    Index(
+        "ix_exam_attempts_finished_done",
+        "finished_at",
+        postgresql_where=text("status <> 'IN_PROGRESS'"),
+        sqlite_where=text("status <> 'IN_PROGRESS'"),
+    ),
+)
+
+attempt_answers = Table(
+    "attempt_answers",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("attempt_id", Uuid, ForeignKey("exam_attempts.id")),
+    Column("question_id", Uuid, ForeignKey("questions.id")),
+    Column("answer", JsonDocument),
+    Column("answered_at", UtcDateTime),
+    Column("is_correct", Boolean, nullable=True),
+    Column("points_awarded", Money, nullable=True),
+    UniqueConstraint("attempt_id", "question_id", name="uq_attempt_answers_attempt_question"),
+    Index("ix_attempt_answers_attempt_id", "attempt_id"),
+)
+
+proctoring_events = Table(
+    "proctoring_events",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("attempt_id", Uuid, ForeignKey("exam_attempts.id")),
+    Column("kind", Text),
+    Column("occurred_at", UtcDateTime),
+    Column("payload", JsonDocument, nullable=True),
+    Index("ix_proctoring_events_occurred_at", "occurred_at"),
+    Index("ix_proctoring_events_attempt_id", "attempt_id"),
+)
+
+PLATFORM_TABLES = (exams, questions, exam_attempts, attempt_answers, proctoring_events)
+
+# --- examctl's own tables -------------------------------------------------------------------
+
+job_runs = Table(
+    "examctl_job_runs",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("job", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("status", Text, nullable=False),  # running | ok | failed | skipped
+    Column("dry_run", Boolean, nullable=False),
+    Column("counts", JsonDocument, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Index("ix_examctl_job_runs_job_started", "job", "started_at"),
+)

@@ -1,0 +1,32 @@
+"""The errors examctl reports, each with the exit code SPEC §9 gives it."""
+
+from __future__ import annotations
+
+
+class ExamctlError(Exception):
+    """An expected failure: reported as one line on stderr, never with a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, partial: object | None = None) -> None:
+        super().__init__(message)
+        # What the job had committed before it failed (a result object), for history and --json.
+        self.partial = partial
+
+
+class JobFailed(ExamctlError):
+    """The job failed part way; what it committed is consistent."""
+
+    exit_code = 1
+
+
+class UsageError(ExamctlError):
+    """Bad flag, malformed URL, corrupt input: nothing was changed."""
+
+    exit_code = 2
+
+
+class ServiceUnavailable(ExamctlError):
+    """PostgreSQL, Redis or S3 could not be reached."""
+
+    exit_code = 3

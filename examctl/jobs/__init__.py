@@ -1,0 +1,1 @@
+"""One module per job; each job is a plain function returning a result object."""

@@ -1,0 +1,263 @@
+"""The work on one claimed batch of overdue attempts, inside the caller's transaction.
+
+Read everything the batch needs in one query per table, decide in Python (the one home of the
+grading rules, the same on PostgreSQL and SQLite), then write back one statement per table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Text, cast, func, select
+
+from examctl import grading
+from examctl.db.bulk import bulk_update, upsert
+from examctl.db.schema import (
+    STATUS_IN_PROGRESS,
+    attempt_answers,
+    exam_attempts,
+    proctoring_events,
+    questions,
+)
+from examctl.stores.redis_sessions import RedisAnswer, RedisSessions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An overdue attempt claimed for finishing, with what its exam says about it."""
+
+    id: UUID
+    exam_id: UUID
+    deadline_at: datetime
+    policy: str
+    passing_score: Decimal | None
+
+
+@dataclass(frozen=True)
+class Question:
+    id: UUID
+    kind: str
+    points: Decimal
+    correct: object
+
+
+@dataclass
+class StoredAnswer:
+    id: int | None  # None for an answer recovered from Redis and not yet inserted
+    value: object
+    answered_at: datetime | None
+
+
+@dataclass
+class BatchOutcome:
+    finished_ids: list[UUID] = field(default_factory=list)
+    expired: int = 0
+    abandoned: int = 0
+    answers_graded: int = 0
+    answers_recovered: int = 0
+
+
+def finish_batch(
+    conn: Connection,
+    sessions: RedisSessions | None,
+    claimed: list[Claimed],
+    now: datetime,
+    *,
+    write: bool,
+) -> BatchOutcome:
+    """Recover, grade and finish `claimed`; with write=False only count what would happen."""
+    ids = [c.id for c in claimed]
+    exam_questions = _load_questions(conn, {c.exam_id for c in claimed})
+    stored = _load_answers(conn, ids)
+    redis_answers = sessions.answers(ids) if sessions is not None else {}
+    recovered = _recover(claimed, stored, redis_answers, exam_questions)
+    if write and recovered:
+        _write_recovered(conn, recovered)
+        # Read back the ids of the rows just written; the grades are stored against them.
+        stored.update(_load_answers(conn, sorted({row["attempt_id"] for row in recovered})))
+    outcome = BatchOutcome(finished_ids=ids, answers_recovered=len(recovered))
+    summaries = _proctoring_summaries(conn, ids)
+    attempt_rows, grade_rows = [], []
+    for attempt in claimed:
+        row, grades = _finish_attempt(attempt, exam_questions, stored, summaries, now)
+        attempt_rows.append(row)
+        grade_rows += grades
+        outcome.expired += row["status"] == "EXPIRED"
+        outcome.abandoned += row["status"] == "ABANDONED"
+    outcome.answers_graded = len(grade_rows)
+    if write:
+        bulk_update(conn, attempt_answers, grade_rows)
+        bulk_update(
+            conn, exam_attempts, attempt_rows, only_if=exam_attempts.c.status == STATUS_IN_PROGRESS
+        )
+    return outcome
+
+
+def _finish_attempt(
+    attempt: Claimed,
+    exam_questions: dict[UUID, list[Question]],
+    stored: dict[UUID, dict[UUID, StoredAnswer]],
+    summaries: dict[UUID, dict[str, Any]],
+    now: datetime,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The attempt's new row and, under autosubmit, the grades of its stored answers."""
+    row: dict[str, Any] = {
+        "id": attempt.id,
+        "finished_at": now,
+        "finished_by": "examctl",
+        "proctoring_summary": summaries.get(attempt.id, empty_summary()),
+        "status": "ABANDONED",
+        "score": None,
+        "max_score": None,
+        "percent": None,
+        "passed": None,
+    }
+    if attempt.policy != "autosubmit":
+        return row, []
+    questions_ = exam_questions.get(attempt.exam_id, [])
+    answers = stored.get(attempt.id, {})
+    grade_rows, awarded = [], []
+    for question in questions_:
+        answer = answers.get(question.id)
+        if answer is None:
+            continue
+        if answer.value is grading.UNPARSEABLE:
+            logger.warning(
+                "corrupt answer JSON scored 0",
+                extra={
+                    "action": "answer_unparseable",
+                    "attempt_id": str(attempt.id),
+                    "question_id": str(question.id),
+                },
+            )
+        grade = grading.grade_answer(question.kind, question.correct, answer.value, question.points)
+        awarded.append(grade.points_awarded)
+        grade_rows.append(
+            {
+                "id": answer.id,
+                "is_correct": grade.is_correct,
+                "points_awarded": grade.points_awarded,
+            }
+        )
+    totals = grading.totals(
+        awarded,
+        [q.points for q in questions_],
+        attempt.passing_score if attempt.passing_score is not None else Decimal(60),
+    )
+    row.update(
+        status="EXPIRED",
+        score=totals.score,
+        max_score=totals.max_score,
+        percent=totals.percent,
+        passed=totals.passed,
+    )
+    return row, grade_rows
+
+
+def _load_questions(conn: Connection, exam_ids: set[UUID]) -> dict[UUID, list[Question]]:
+    q = questions.c
+    query = (
+        select(q.id, q.exam_id, q.kind, q.points, cast(q.correct, Text).label("correct"))
+        .where(q.exam_id.in_(exam_ids))
+        .order_by(q.exam_id, q.position, q.id)
+    )
+    by_exam: dict[UUID, list[Question]] = defaultdict(list)
+    for row in conn.execute(query):
+        points = row.points if row.points is not None else Decimal(1)
+        by_exam[row.exam_id].append(
+            Question(row.id, row.kind, points, grading.decode_json(row.correct))
+        )
+    return by_exam
+
+
+def _load_answers(conn: Connection, ids: list[UUID]) -> dict[UUID, dict[UUID, StoredAnswer]]:
+    a = attempt_answers.c
+    query = select(
+        a.id, a.attempt_id, a.question_id, cast(a.answer, Text).label("answer"), a.answered_at
+    ).where(a.attempt_id.in_(ids))
+    by_attempt: dict[UUID, dict[UUID, StoredAnswer]] = defaultdict(dict)
+    for row in conn.execute(query):
+        by_attempt[row.attempt_id][row.question_id] = StoredAnswer(
+            row.id, grading.decode_json(row.answer), row.answered_at
+        )
+    return by_attempt
+
+
+def _recover(
+    claimed: list[Claimed],
+    stored: dict[UUID, dict[UUID, StoredAnswer]],
+    redis_answers: dict[UUID, list[RedisAnswer]],
+    exam_questions: dict[UUID, list[Question]],
+) -> list[dict[str, Any]]:
+    """Redis answers that win over the database's: given before the deadline, and newer.
+
+    Returns the rows to upsert, and merges them into `stored` so they are graded.
+    """
+    rows = []
+    for attempt in claimed:
+        known = {q.id for q in exam_questions.get(attempt.exam_id, [])}
+        for answer in redis_answers.get(attempt.id, []):
+            if answer.question_id not in known or answer.at > attempt.deadline_at:
+                continue  # another exam's question, or given too late: never counted
+            answers = stored.setdefault(attempt.id, {})
+            current = answers.get(answer.question_id)
+            if current is None or current.answered_at is None or current.answered_at < answer.at:
+                answers[answer.question_id] = StoredAnswer(None, answer.value, answer.at)
+                rows.append(
+                    {
+                        "attempt_id": attempt.id,
+                        "question_id": answer.question_id,
+                        "answer": answer.value,
+                        "answered_at": answer.at,
+                    }
+                )
+    return rows
+
+
+def _write_recovered(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    a = attempt_answers.c
+    upsert(
+        conn,
+        attempt_answers,
+        rows,
+        conflict=["attempt_id", "question_id"],
+        update_columns=["answer", "answered_at"],
+        only_if=lambda excluded: a.answered_at.is_(None) | (a.answered_at < excluded.answered_at),
+    )
+
+
+def _proctoring_summaries(conn: Connection, ids: list[UUID]) -> dict[UUID, dict[str, Any]]:
+    """SPEC §5's summary per attempt, from one grouped query."""
+    e = proctoring_events.c
+    query = (
+        select(e.attempt_id, e.kind, func.count(), func.min(e.occurred_at), func.max(e.occurred_at))
+        .where(e.attempt_id.in_(ids))
+        .group_by(e.attempt_id, e.kind)
+    )
+    counts: dict[UUID, Counter[str]] = defaultdict(Counter)
+    bounds: dict[UUID, list[datetime]] = defaultdict(list)
+    for attempt_id, kind, count, first_at, last_at in conn.execute(query):
+        counts[attempt_id][kind] += count
+        bounds[attempt_id] += [t for t in (first_at, last_at) if t is not None]
+    return {a: _summary(counts[a], bounds[a]) for a in counts}
+
+
+def _summary(by_kind: Counter[str], times: list[datetime]) -> dict[str, Any]:
+    return {
+        "total": sum(by_kind.values()),
+        "by_kind": dict(sorted(by_kind.items())),
+        "first_at": min(times).isoformat() if times else None,
+        "last_at": max(times).isoformat() if times else None,
+    }
+
+
+def empty_summary() -> dict[str, Any]:
+    return _summary(Counter(), [])

@@ -1,0 +1,60 @@
+"""Prometheus textfile metrics (SPEC §9), for node_exporter's textfile collector.
+
+One file per job, `examctl_<job>.prom`, replaced atomically by prometheus_client, so an alert can
+fire on `time() - examctl_last_success_timestamp_seconds > 26 * 3600`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+if TYPE_CHECKING:
+    from examctl.runner import JobReport
+
+
+def metrics_path(metrics_dir: Path, job: str) -> Path:
+    return metrics_dir / f"examctl_{job.replace('-', '_')}.prom"
+
+
+def write_job_metrics(
+    metrics_dir: Path, report: JobReport, finished_at: datetime, last_success: datetime | None
+) -> Path:
+    """Write the job's metrics file and return its path."""
+    registry = CollectorRegistry()
+    labels = {"job": report.job}
+
+    def gauge(name: str, doc: str, value: float, **extra: str) -> None:
+        g = Gauge(name, doc, [*labels, *extra], registry=registry)
+        g.labels(**labels, **extra).set(value)
+
+    gauge("examctl_last_run_timestamp_seconds", "End of the last run.", finished_at.timestamp())
+    if last_success is not None:
+        gauge(
+            "examctl_last_success_timestamp_seconds",
+            "End of the last successful run.",
+            last_success.timestamp(),
+        )
+    gauge("examctl_last_run_duration_seconds", "Duration of the last run.", report.duration_s)
+    gauge("examctl_last_run_exit_code", "Exit code of the last run.", report.exit_code)
+    status = Gauge(
+        "examctl_last_run_status",
+        "1 for the status of the last run.",
+        ["job", "status"],
+        registry=registry,
+    )
+    for name in ("ok", "failed", "skipped"):
+        status.labels(job=report.job, status=name).set(1 if report.status == name else 0)
+    counts = Gauge(
+        "examctl_last_run_count", "Counts of the last run.", ["job", "count"], registry=registry
+    )
+    for name, value in report.counts.items():
+        if isinstance(value, int | float):
+            counts.labels(job=report.job, count=name).set(value)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    path = metrics_path(metrics_dir, report.job)
+    write_to_textfile(str(path), registry)
+    return path

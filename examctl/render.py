@@ -1,0 +1,63 @@
+"""Results on stdout: one JSON object for scripts, or a short Rich summary for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from examctl.runner import JobReport
+
+_STATUS_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow", "running": "cyan"}
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def render_report(report: JobReport, *, as_json: bool) -> None:
+    if as_json:
+        print_json(report.as_json())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    style = _STATUS_STYLE.get(report.status, "")
+    title = f"[bold]{report.job}[/]: [{style}]{report.status}[/]"
+    if report.dry_run:
+        title += " [dim](dry run: nothing changed)[/]"
+    console.print(f"{title} in {report.duration_s:.2f}s")
+    if report.counts:
+        table = Table(show_header=False, box=None, padding=(0, 2))
+        for name, value in report.counts.items():
+            table.add_row(
+                name.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value)
+            )
+        console.print(table)
+    for note in report.notes:
+        console.print(f"[dim]note:[/] {note}")
+    if report.error:
+        console.print(f"[red]error:[/] {report.error}", markup=True)
+
+
+def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str) -> None:
+    """A plain Rich table of dict rows, for `history` and friends."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.replace("_", " "))
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            text = "" if value is None else str(value)
+            if column == "status":
+                text = f"[{_STATUS_STYLE.get(text, '')}]{text}[/]"
+            cells.append(text)
+        table.add_row(*cells)
+    Console().print(table)

@@ -1,0 +1,63 @@
+"""Open what a command needs (engine, Redis sessions) and close it again, whatever happens."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from examctl.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from examctl.runner import JobReport
+    from examctl.stores.redis_sessions import RedisSessions
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    engine: Engine
+    sessions: RedisSessions | None
+
+    def run_job(
+        self,
+        job: str,
+        work: Callable[[], object],
+        *,
+        dry_run: bool = False,
+        exclusive: bool = False,
+        notes: Sequence[str] = (),
+    ) -> JobReport:
+        """Run `work` in the job frame (history, lock, metrics) with this command's settings."""
+        from examctl.runner import JobContext, run_job
+
+        context = JobContext(
+            engine=self.engine,
+            secrets=self.settings.secrets(),
+            metrics_dir=self.settings.metrics_dir,
+            notes=tuple(n for n in notes if n),
+        )
+        return run_job(context, job, work, dry_run=dry_run, exclusive=exclusive)
+
+
+@contextlib.contextmanager
+def open_resources(settings: Settings, *, use_redis: bool = True) -> Iterator[Resources]:
+    """Connect to the database (exit 3 if it is unreachable) and prepare Redis if configured."""
+    from examctl.db.engine import check_connection, make_engine
+
+    engine = make_engine(settings.database_url)
+    sessions = None
+    try:
+        check_connection(engine)
+        if use_redis and settings.redis_url:
+            from examctl.stores.redis_sessions import RedisSessions
+
+            sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
+        yield Resources(settings, engine, sessions)
+    finally:
+        if sessions is not None:
+            sessions.close()
+        engine.dispose()

@@ -1,0 +1,167 @@
+"""Settings: the one place where flags and the environment become validated configuration.
+
+Typer's ``envvar=`` gives flags precedence over the environment; this module validates what
+results once, normalises database URLs onto psycopg 3, and keeps every secret out of reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from examctl.errors import UsageError
+
+DEFAULT_DATABASE_URL = "sqlite:///examctl.db"
+DEFAULT_REDIS_PREFIX = "exam:attempt:"
+LOG_FORMATS = ("text", "json")
+
+# Every form the platform's own configuration uses runs on psycopg 3 here.
+_POSTGRES_SCHEMES = ("postgres", "postgresql", "postgresql+asyncpg", "postgresql+psycopg")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_DATABASE_URL_HELP = "expected postgresql://user:password@host:port/dbname or sqlite:///path"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated configuration. ``repr`` and ``*_display`` never show a password."""
+
+    database_url: str = field(repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_prefix: str = DEFAULT_REDIS_PREFIX
+    log_format: str = "text"
+    metrics_dir: Path | None = None
+    verbose: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str | None = None,
+        log_format: str | None = None,
+        metrics_dir: Path | None = None,
+        verbose: bool = False,
+    ) -> Settings:
+        """Validate what the command line (with its environment fallbacks) gave."""
+        return cls(
+            database_url=normalize_database_url(database_url or DEFAULT_DATABASE_URL),
+            redis_url=_validate_redis_url(redis_url) if redis_url else None,
+            redis_prefix=_validate_prefix(redis_prefix),
+            log_format=_validate_log_format(log_format),
+            metrics_dir=metrics_dir,
+            verbose=verbose,
+        )
+
+    @property
+    def database_display(self) -> str:
+        return redact_url(self.database_url)
+
+    @property
+    def redis_display(self) -> str | None:
+        return redact_url(self.redis_url) if self.redis_url else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def secrets(self) -> list[str]:
+        """Every secret this run knows of, for scrubbing logs and error messages."""
+        found = [_password(self.database_url), _password(self.redis_url)]
+        found += [os.environ.get(name) for name in _SECRET_ENV]
+        return [s for s in found if s and len(s) >= 3]
+
+
+_SECRET_ENV = ("EXAMCTL_WEBHOOK_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def normalize_database_url(url: str) -> str:
+    """Map every accepted database URL onto the driver examctl uses; UsageError otherwise."""
+    parts = _split(url, "--database-url / DATABASE_URL")
+    scheme = parts.scheme.lower()
+    if scheme == "sqlite":
+        if not parts.path or parts.path == "/" or parts.netloc:
+            raise UsageError(f"--database-url / DATABASE_URL: {_DATABASE_URL_HELP}")
+        return url
+    if scheme not in _POSTGRES_SCHEMES:
+        raise UsageError(
+            f"--database-url / DATABASE_URL: unsupported scheme '{scheme}://' "
+            f"({_DATABASE_URL_HELP})"
+        )
+    if not parts.hostname and "host=" not in parts.query:
+        raise UsageError(f"--database-url / DATABASE_URL: no host given ({_DATABASE_URL_HELP})")
+    _check_port(parts, "--database-url / DATABASE_URL")
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***; safe for logs, errors and history."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+
+
+def default_log_format() -> str:
+    """Text for people at a terminal, JSON lines for log collectors."""
+    return "text" if sys.stderr.isatty() else "json"
+
+
+def _validate_redis_url(url: str) -> str:
+    parts = _split(url, "--redis-url / REDIS_URL")
+    if parts.scheme.lower() not in _REDIS_SCHEMES:
+        raise UsageError(
+            f"--redis-url / REDIS_URL: unsupported scheme '{parts.scheme}://' "
+            "(expected redis://host:port/db, rediss:// or unix://)"
+        )
+    if parts.scheme.lower() != "unix" and not parts.hostname:
+        raise UsageError("--redis-url / REDIS_URL: no host given (expected redis://host:port/db)")
+    _check_port(parts, "--redis-url / REDIS_URL")
+    return url
+
+
+def _validate_prefix(prefix: str | None) -> str:
+    if prefix is None:
+        return DEFAULT_REDIS_PREFIX
+    if not prefix or any(ch in prefix for ch in "*?[]"):
+        raise UsageError("--redis-prefix must be non-empty and hold no glob characters (* ? [ ])")
+    return prefix
+
+
+def _validate_log_format(log_format: str | None) -> str:
+    if log_format is None:
+        return default_log_format()
+    if log_format not in LOG_FORMATS:
+        raise UsageError(f"--log-format must be text or json, not '{log_format}'")
+    return log_format
+
+
+def _split(url: str, what: str) -> SplitResult:
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        raise UsageError(f"{what} is malformed ({_DATABASE_URL_HELP})") from None
+    if "://" not in url or not parts.scheme:
+        raise UsageError(f"{what} is not a URL ({_DATABASE_URL_HELP})")
+    return parts
+
+
+def _check_port(parts: SplitResult, what: str) -> None:
+    try:
+        parts.port  # noqa: B018 -- urllib validates the port lazily
+    except ValueError:
+        raise UsageError(f"{what}: the port is not a number between 0 and 65535") from None
+
+
+def _password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Stores outside the database: Redis sessions, archive destinations."""

@@ -1,0 +1,313 @@
+"""finish-expired on PostgreSQL and SQLite: policies, grace, grading, Redis recovery."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+
+from examctl.db.engine import make_engine
+from examctl.errors import ServiceUnavailable, UsageError
+from examctl.jobs.finish_expired import FinishResult, finish_expired
+from examctl.stores.redis_sessions import RedisSessions
+from tests.factories import (
+    answer_rows,
+    attempt_row,
+    make_attempt,
+    make_exam,
+    now_of,
+    put_session,
+)
+
+RIGHT = {0: "B", 1: ["C", "A"], 2: " paris ", 3: "3.14"}
+
+
+def test_finish_expired__autosubmit_overdue__graded_and_expired(engine: Engine) -> None:
+    exam = make_exam(engine)
+    now = now_of(engine)
+    attempt = make_attempt(
+        engine, exam, deadline_at=now - timedelta(minutes=1), answers={0: "B", 1: ["A"], 2: "PARIS"}
+    )
+
+    result = finish_expired(engine, None)
+
+    assert result == FinishResult(finished=1, expired=1, answers_graded=3)
+    row = attempt_row(engine, attempt)
+    assert row["status"] == "EXPIRED"
+    assert row["finished_by"] == "examctl"
+    assert row["score"] == Decimal(2) and row["max_score"] == Decimal(4)
+    assert row["percent"] == Decimal("50.00") and row["passed"] is False
+    assert row["finished_at"] >= now
+    answers = answer_rows(engine, attempt)
+    assert [answers[q]["is_correct"] for q in exam.question_ids[:3]] == [True, False, True]
+
+
+def test_finish_expired__not_yet_due__untouched(engine: Engine) -> None:
+    exam = make_exam(engine)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) + timedelta(minutes=1))
+
+    assert finish_expired(engine, None) == FinishResult()
+    assert attempt_row(engine, attempt)["status"] == "IN_PROGRESS"
+
+
+def test_finish_expired__grace_seconds__waits_then_finishes(engine: Engine) -> None:
+    exam = make_exam(engine)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(seconds=30))
+
+    assert finish_expired(engine, None, grace_seconds=60).finished == 0
+    assert finish_expired(engine, None, grace_seconds=10).finished == 1
+    assert attempt_row(engine, attempt)["status"] == "EXPIRED"
+
+
+def test_finish_expired__autoabandon__abandoned_not_graded(engine: Engine) -> None:
+    exam = make_exam(engine, policy="autoabandon")
+    attempt = make_attempt(
+        engine, exam, deadline_at=now_of(engine) - timedelta(seconds=5), answers=RIGHT
+    )
+
+    assert finish_expired(engine, None) == FinishResult(finished=1, abandoned=1)
+    row = attempt_row(engine, attempt)
+    assert row["status"] == "ABANDONED" and row["score"] is None and row["passed"] is None
+    assert all(a["points_awarded"] is None for a in answer_rows(engine, attempt).values())
+
+
+def test_finish_expired__graceperiod_within_grace__untouched(engine: Engine) -> None:
+    exam = make_exam(engine, policy="graceperiod", grace_minutes=10)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=9))
+
+    assert finish_expired(engine, None).finished == 0
+    assert attempt_row(engine, attempt)["status"] == "IN_PROGRESS"
+
+
+def test_finish_expired__graceperiod_past_grace__abandoned(engine: Engine) -> None:
+    exam = make_exam(engine, policy="graceperiod", grace_minutes=10)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=11))
+
+    assert finish_expired(engine, None).abandoned == 1
+    assert attempt_row(engine, attempt)["status"] == "ABANDONED"
+
+
+def test_finish_expired__graceperiod_plus_grace_seconds__both_apply(engine: Engine) -> None:
+    exam = make_exam(engine, policy="graceperiod", grace_minutes=1)
+    make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(seconds=90))
+
+    assert finish_expired(engine, None, grace_seconds=60).finished == 0
+    assert finish_expired(engine, None, grace_seconds=10).finished == 1
+
+
+def test_finish_expired__proctoring_summary__written(engine: Engine) -> None:
+    exam = make_exam(engine, policy="autoabandon")
+    now = now_of(engine)
+    first, last = now - timedelta(minutes=20), now - timedelta(minutes=3)
+    events = [
+        ("tab_switch", first),
+        ("tab_switch", now - timedelta(minutes=9)),
+        ("face_missing", last),
+    ]
+    attempt = make_attempt(engine, exam, deadline_at=now - timedelta(minutes=1), events=events)
+
+    finish_expired(engine, None)
+
+    summary = attempt_row(engine, attempt)["proctoring_summary"]
+    assert summary == {
+        "total": 3,
+        "by_kind": {"face_missing": 1, "tab_switch": 2},
+        "first_at": first.isoformat(),
+        "last_at": last.isoformat(),
+    }
+
+
+def test_finish_expired__no_events__empty_summary(engine: Engine) -> None:
+    exam = make_exam(engine)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=1))
+
+    finish_expired(engine, None)
+
+    assert attempt_row(engine, attempt)["proctoring_summary"] == {
+        "total": 0,
+        "by_kind": {},
+        "first_at": None,
+        "last_at": None,
+    }
+
+
+def test_finish_expired__dry_run__counts_and_changes_nothing(engine: Engine) -> None:
+    exam = make_exam(engine)
+    abandon = make_exam(engine, policy="autoabandon")
+    now = now_of(engine)
+    attempts = [
+        make_attempt(engine, exam, deadline_at=now - timedelta(minutes=m), answers=RIGHT)
+        for m in (1, 2, 3)
+    ]
+    attempts.append(make_attempt(engine, abandon, deadline_at=now - timedelta(minutes=1)))
+
+    result = finish_expired(engine, None, dry_run=True, batch_size=2)
+
+    assert result == FinishResult(finished=4, expired=3, abandoned=1, answers_graded=12)
+    assert {attempt_row(engine, a)["status"] for a in attempts} == {"IN_PROGRESS"}
+
+
+def test_finish_expired__small_batches__every_attempt_once(engine: Engine) -> None:
+    exam = make_exam(engine)
+    now = now_of(engine)
+    for minutes in range(1, 8):
+        make_attempt(engine, exam, deadline_at=now - timedelta(minutes=minutes), answers={0: "B"})
+
+    assert finish_expired(engine, None, batch_size=3) == FinishResult(
+        finished=7, expired=7, answers_graded=7
+    )
+    assert finish_expired(engine, None) == FinishResult()
+
+
+def test_finish_expired__corrupt_answer_json__scores_zero_and_logs(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only SQLite's text column can hold corrupt JSON; jsonb refuses it on the way in.
+    engine = make_engine(sqlite_url)
+    exam = make_exam(engine)
+    attempt = make_attempt(
+        engine,
+        exam,
+        deadline_at=now_of(engine) - timedelta(minutes=1),
+        answers={0: "B", 1: ["A", "C"]},
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE attempt_answers SET answer = '{not json' WHERE question_id = :q"),
+            {"q": exam.question_ids[0].hex},
+        )
+
+    result = finish_expired(engine, None)
+
+    assert result.expired == 1
+    assert attempt_row(engine, attempt)["score"] == Decimal(1)
+    assert any(getattr(r, "attempt_id", None) == str(attempt) for r in caplog.records)
+
+
+def test_finish_expired__corrupt_correct_json__question_scores_zero_but_counts(
+    engine: Engine,
+) -> None:
+    exam = make_exam(engine, kinds=[("single", {"choise": "B"}), ("single", {"choice": "B"})])
+    attempt = make_attempt(
+        engine, exam, deadline_at=now_of(engine) - timedelta(minutes=1), answers={0: "B", 1: "B"}
+    )
+
+    finish_expired(engine, None)
+
+    row = attempt_row(engine, attempt)
+    assert (row["score"], row["max_score"], row["percent"]) == (1, 2, Decimal("50.00"))
+
+
+def test_finish_expired__unknown_policy__usage_error_nothing_changed(engine: Engine) -> None:
+    good = make_exam(engine)
+    bad = make_exam(engine, policy="autosubmitt")
+    now = now_of(engine)
+    kept = make_attempt(engine, good, deadline_at=now - timedelta(minutes=1))
+    make_attempt(engine, bad, deadline_at=now - timedelta(minutes=1))
+
+    with pytest.raises(UsageError, match="unknown overdue_policy 'autosubmitt'"):
+        finish_expired(engine, None)
+    assert attempt_row(engine, kept)["status"] == "IN_PROGRESS"
+
+
+# --- Redis --------------------------------------------------------------------------------------
+
+
+def test_finish_expired__redis_answers__recovered_graded_session_deleted(
+    engine: Engine, redis_url: str, redis_client: redis.Redis
+) -> None:
+    exam = make_exam(engine)
+    now = now_of(engine)
+    deadline = now - timedelta(minutes=1)
+    attempt = make_attempt(
+        engine,
+        exam,
+        deadline_at=deadline,
+        answers={0: "D"},
+        answered_at=deadline - timedelta(minutes=20),
+    )
+    q = exam.question_ids
+    key = put_session(
+        redis_client,
+        attempt,
+        {
+            q[0]: ("B", deadline - timedelta(minutes=5)),  # newer than the database's: wins
+            q[1]: (["A", "C"], deadline - timedelta(seconds=1)),  # only in Redis: recovered
+            q[2]: ("Paris", deadline + timedelta(seconds=1)),  # after the deadline: never counted
+        },
+    )
+
+    result = finish_expired(engine, RedisSessions(redis_url, "exam:attempt:"))
+
+    assert result == FinishResult(
+        finished=1, expired=1, answers_graded=2, answers_recovered=2, redis_deleted=1
+    )
+    answers = answer_rows(engine, attempt)
+    assert answers[q[0]]["answer"] == "B" and answers[q[0]]["is_correct"] is True
+    assert answers[q[1]]["answer"] == ["A", "C"]
+    assert q[2] not in answers
+    assert attempt_row(engine, attempt)["score"] == 2
+    assert not redis_client.exists(key)
+
+
+def test_finish_expired__database_answer_newer__kept(
+    engine: Engine, redis_url: str, redis_client: redis.Redis
+) -> None:
+    exam = make_exam(engine)
+    deadline = now_of(engine) - timedelta(minutes=1)
+    attempt = make_attempt(
+        engine,
+        exam,
+        deadline_at=deadline,
+        answers={0: "B"},
+        answered_at=deadline - timedelta(minutes=1),
+    )
+    put_session(
+        redis_client, attempt, {exam.question_ids[0]: ("D", deadline - timedelta(minutes=5))}
+    )
+
+    result = finish_expired(engine, RedisSessions(redis_url, "exam:attempt:"))
+
+    assert result.answers_recovered == 0
+    assert answer_rows(engine, attempt)[exam.question_ids[0]]["answer"] == "B"
+
+
+def test_finish_expired__corrupt_redis_fields__skipped_rest_recovered(
+    engine: Engine, redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    exam = make_exam(engine)
+    deadline = now_of(engine) - timedelta(minutes=1)
+    attempt = make_attempt(engine, exam, deadline_at=deadline)
+    q = exam.question_ids
+    put_session(
+        redis_client,
+        attempt,
+        {q[0]: ("B", deadline - timedelta(minutes=2))},
+        extra={
+            f"answer:{q[1]}": "{corrupt",
+            f"answer:{q[2]}": '{"value": "Paris"}',
+            "answer:not-a-uuid": '{"value": 1, "at": "2020-01-01T00:00:00Z"}',
+            f"answer:{q[3]}": '{"value": 3.14, "at": "yesterday"}',
+        },
+    )
+
+    result = finish_expired(engine, RedisSessions(redis_url, "exam:attempt:"))
+
+    assert (result.expired, result.answers_recovered) == (1, 1)
+    skipped = [r for r in caplog.records if getattr(r, "action", "") == "redis_answer_skipped"]
+    assert len(skipped) == 4 and {r.attempt_id for r in skipped} == {str(attempt)}
+
+
+def test_finish_expired__redis_unreachable__nothing_finished(engine: Engine) -> None:
+    exam = make_exam(engine)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=1))
+    from tests.servers import free_port
+
+    sessions = RedisSessions(f"redis://127.0.0.1:{free_port()}/0", "exam:attempt:")
+
+    with pytest.raises(ServiceUnavailable, match="Redis unreachable"):
+        finish_expired(engine, sessions)
+    assert attempt_row(engine, attempt)["status"] == "IN_PROGRESS"
