@@ -6,8 +6,10 @@ import contextlib
 import io
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -45,3 +47,43 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> CliResult:
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def examctl_command(*args: str) -> list[str]:
+    """argv for examctl as a separate process, running this checkout's code."""
+    return [sys.executable, "-m", "examctl", *args]
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """The environment for an examctl subprocess: this checkout first on the path, JSON logs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("EXAMCTL_LOG_FORMAT", "json")
+    env.update(overrides)
+    return env
+
+
+def run_examctl(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run examctl to completion in a subprocess and capture its output."""
+    return subprocess.run(
+        examctl_command(*args),
+        env=subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def spawn_examctl(*args: str, **env: str) -> subprocess.Popen[str]:
+    """Start examctl in a subprocess (to race, signal or kill it); output is captured."""
+    return subprocess.Popen(
+        examctl_command(*args),
+        env=subprocess_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
