@@ -13,8 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import click
 import typer
+
+try:  # typer >= 0.22 vendors its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from examctl.errors import ExamctlError, UsageError
 from examctl.settings import Settings
@@ -127,7 +131,7 @@ def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
         from examctl.logs import scrub
 
         _fail(scrub(str(error), secrets()), error.exit_code)
-    except (typer.Exit, click.exceptions.Exit, click.ClickException):
+    except (typer.Exit, click_exceptions.ClickException):
         raise
     except Exception as error:  # a bug: keep the traceback in the log
         from examctl.logs import scrub
@@ -142,9 +146,12 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def finish(report: JobReport, *, as_json: bool) -> NoReturn:
+    """Render the report on stdout; a failed run also gets its one error line on stderr."""
     from examctl.render import render_report
 
     render_report(report, as_json=as_json)
+    if report.status == "failed":
+        _fail(report.error or "the job failed", report.exit_code)
     raise typer.Exit(code=report.exit_code)
 
 
@@ -319,16 +326,23 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="examctl", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as error:
-        typer.echo(error.ctx.get_help() if error.ctx else "", err=False)
+    except click_exceptions.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else "")
         code = 0
-    except click.UsageError as error:
-        sys.stderr.write(f"examctl: error: {error.format_message()}\n")
+    except click_exceptions.UsageError as error:
+        sys.stderr.write(f"examctl: error: {_usage_message(error)}\n")
         code = UsageError.exit_code
-    except click.exceptions.Abort:
+    except click_exceptions.Abort:
         sys.stderr.write("examctl: aborted\n")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(error: click_exceptions.UsageError) -> str:
+    """Click's message, prefixed with the command, on one line."""
+    where = error.ctx.command_path if error.ctx else "examctl"
+    message = " ".join(error.format_message().split())
+    return f"{where}: {message} (see '{where} --help')"
 
 
 if __name__ == "__main__":
