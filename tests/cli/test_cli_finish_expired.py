@@ -12,8 +12,14 @@ from examctl.settings import normalize_database_url
 from tests.factories import attempt_row, make_attempt, make_exam, now_of
 from tests.invoke import invoke
 
-COUNT_KEYS = {"finished", "expired", "abandoned", "answers_graded", "answers_recovered",
-              "redis_deleted"}
+COUNT_KEYS = {
+    "finished",
+    "expired",
+    "abandoned",
+    "answers_graded",
+    "answers_recovered",
+    "redis_deleted",
+}
 
 
 def test_cli_finish_expired__json__exact_object_and_history(db_url: str, engine: Engine) -> None:
@@ -26,7 +32,10 @@ def test_cli_finish_expired__json__exact_object_and_history(db_url: str, engine:
     document = result.json()
     assert set(document) == {"job", "status", "dry_run", "counts", "duration_s"}
     assert (document["job"], document["status"], document["dry_run"]) == (
-        "finish-expired", "ok", False)
+        "finish-expired",
+        "ok",
+        False,
+    )
     assert set(document["counts"]) == COUNT_KEYS
     assert document["counts"]["expired"] == 1 and document["counts"]["answers_graded"] == 1
     history = invoke("history", "--json", "--database-url", db_url).json()
@@ -51,8 +60,14 @@ def test_cli_finish_expired__environment__used_and_flag_wins(db_url: str, engine
     make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=2))
 
     by_env = invoke("finish-expired", "--dry-run", "--json", env={"DATABASE_URL": db_url})
-    flag_wins = invoke("finish-expired", "--dry-run", "--json", "--database-url", db_url,
-                       env={"DATABASE_URL": "mysql://nope"})
+    flag_wins = invoke(
+        "finish-expired",
+        "--dry-run",
+        "--json",
+        "--database-url",
+        db_url,
+        env={"DATABASE_URL": "mysql://nope"},
+    )
 
     assert by_env.json()["counts"]["finished"] == 1
     assert flag_wins.exit_code == 0 and flag_wins.json()["counts"]["finished"] == 1
@@ -62,8 +77,9 @@ def test_cli_finish_expired__bad_option__one_line_exit_2() -> None:
     result = invoke("finish-expired", "--batch-size", "0")
 
     assert result.exit_code == 2
-    assert result.error_line.startswith("examctl: error: examctl finish-expired: Invalid value "
-                                        "for '--batch-size'")
+    assert result.error_line.startswith(
+        "examctl: error: examctl finish-expired: Invalid value for '--batch-size'"
+    )
 
 
 def test_cli_finish_expired__unsupported_url__exit_2() -> None:
@@ -72,7 +88,8 @@ def test_cli_finish_expired__unsupported_url__exit_2() -> None:
     assert result.exit_code == 2
     assert result.error_line == (
         "examctl: error: --database-url / DATABASE_URL: unsupported scheme 'mysql://' "
-        "(expected postgresql://user:password@host:port/dbname or sqlite:///path)")
+        "(expected postgresql://user:password@host:port/dbname or sqlite:///path)"
+    )
     assert "hunter2" not in result.stderr + result.stdout
 
 
@@ -84,7 +101,8 @@ def test_cli_finish_expired__database_down__exit_3() -> None:
 
     assert result.exit_code == 3
     assert result.error_line.startswith(
-        f"examctl: error: database unreachable at postgresql+psycopg://examctl:***@127.0.0.1:")
+        "examctl: error: database unreachable at postgresql+psycopg://examctl:***@127.0.0.1:"
+    )
     assert "hunter2" not in result.stderr
 
 
@@ -96,8 +114,14 @@ def test_cli_finish_expired__redis_down__exit_3_nothing_finished(
     exam = make_exam(engine)
     attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=2))
 
-    result = invoke("finish-expired", "--json", "--database-url", db_url,
-                    "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    result = invoke(
+        "finish-expired",
+        "--json",
+        "--database-url",
+        db_url,
+        "--redis-url",
+        f"redis://127.0.0.1:{free_port()}/0",
+    )
 
     assert result.exit_code == 3
     assert result.json()["status"] == "failed"
@@ -114,8 +138,15 @@ def test_cli_finish_expired__no_redis_flag__finishes_from_database(
     exam = make_exam(engine)
     make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=2))
 
-    result = invoke("finish-expired", "--no-redis", "--json", "--database-url", db_url,
-                    "--redis-url", f"redis://127.0.0.1:{free_port()}/0")
+    result = invoke(
+        "finish-expired",
+        "--no-redis",
+        "--json",
+        "--database-url",
+        db_url,
+        "--redis-url",
+        f"redis://127.0.0.1:{free_port()}/0",
+    )
 
     assert result.exit_code == 0 and result.json()["counts"]["finished"] == 1
 
@@ -126,7 +157,8 @@ def test_cli_finish_expired__no_tables__exit_2_says_db_init(tmp_path: object) ->
     assert result.exit_code == 2
     assert result.error_line == (
         "examctl: error: the database lacks examctl's tables: run `examctl db init` "
-        "(`examctl db check` lists what is missing)")
+        "(`examctl db check` lists what is missing)"
+    )
 
 
 def test_cli_finish_expired__human_summary__counts_and_redis_note(

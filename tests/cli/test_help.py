@@ -26,7 +26,11 @@ def _command_paths() -> list[list[str]]:
 def _imported_modules(*args: str) -> set[str]:
     completed = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "examctl", *args, "--help"],
-        env=subprocess_env(), capture_output=True, text=True, check=True, timeout=60,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     lines = [line for line in completed.stderr.splitlines() if line.startswith("import time:")]
     return {line.rsplit("|", 1)[-1].strip() for line in lines}

@@ -32,16 +32,32 @@ def test_secrets__succeeding_and_failing_runs__never_show_a_password(
     common = ["--metrics-dir", metrics, "--verbose"]
 
     results = [
-        invoke("finish-expired", "--database-url", pg_url, "--redis-url", redis_url, *common,
-               env=env),
-        invoke("finish-expired", "--json", "--log-format", "text", "--database-url", pg_url,
-               "--redis-url", redis_url, *common, env=env),
+        invoke(
+            "finish-expired", "--database-url", pg_url, "--redis-url", redis_url, *common, env=env
+        ),
+        invoke(
+            "finish-expired",
+            "--json",
+            "--log-format",
+            "text",
+            "--database-url",
+            pg_url,
+            "--redis-url",
+            redis_url,
+            *common,
+            env=env,
+        ),
         invoke("finish-expired", "--database-url", pg_url, "--redis-url", wrong_redis, *common),
         invoke("finish-expired", "--database-url", wrong_pg, *common),
         invoke("finish-expired", "--database-url", down, *common),
         invoke("finish-expired", "--database-url", pg_url.replace("postgresql", "mysql")),
-        invoke("finish-expired", "--database-url", pg_url, "--redis-url",
-               redis_url.replace("redis://", "http://")),
+        invoke(
+            "finish-expired",
+            "--database-url",
+            pg_url,
+            "--redis-url",
+            redis_url.replace("redis://", "http://"),
+        ),
         invoke("history", "--database-url", pg_url, "--verbose"),
         invoke("history", "--json", "--database-url", pg_url),
         invoke("db", "check", "--database-url", pg_url, "--verbose"),

@@ -50,7 +50,8 @@ def test_redact_url__password__replaced() -> None:
 
 def test_settings__repr__hides_urls() -> None:
     settings = Settings.resolve(
-        database_url="postgresql://u:hunter2@db/x", redis_url="redis://:hunter3@r:6379/0",
+        database_url="postgresql://u:hunter2@db/x",
+        redis_url="redis://:hunter3@r:6379/0",
         log_format="json",
     )
     assert "hunter" not in repr(settings)
