@@ -332,7 +332,7 @@ def main() -> None:
     except click_exceptions.UsageError as error:
         sys.stderr.write(f"examctl: error: {_usage_message(error)}\n")
         code = UsageError.exit_code
-    except click_exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("examctl: aborted\n")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
