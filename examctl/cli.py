@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import click
 import typer
+
+# Typer >= 0.26 vendors Click (typer._click) and no longer installs the `click` package: its
+# usage errors must be caught as Typer's, or `--bogus` ends in a traceback instead of exit 2.
+from typer._click import exceptions as click_errors
 
 from examctl.errors import ExamctlError, UsageError
 from examctl.settings import Settings
@@ -127,7 +130,7 @@ def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
         from examctl.logs import scrub
 
         _fail(scrub(str(error), secrets()), error.exit_code)
-    except (typer.Exit, click.exceptions.Exit, click.ClickException):
+    except (typer.Exit, click_errors.ClickException):
         raise
     except Exception as error:  # a bug: keep the traceback in the log
         from examctl.logs import scrub
@@ -319,13 +322,13 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="examctl", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as error:
+    except click_errors.NoArgsIsHelpError as error:
         typer.echo(error.ctx.get_help() if error.ctx else "", err=False)
         code = 0
-    except click.UsageError as error:
+    except click_errors.UsageError as error:
         sys.stderr.write(f"examctl: error: {error.format_message()}\n")
         code = UsageError.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("examctl: aborted\n")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
