@@ -118,7 +118,7 @@ def test_kubernetes__sweep_probe__fresh_file_alive_stale_or_missing_dead(
     ]
 
     def alive() -> bool:
-        return subprocess.run(command, check=False).returncode == 0
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
     assert not alive(), "no health file yet"
     (tmp_path / "sweep.health").touch()
