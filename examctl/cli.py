@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-try:  # typer >= 0.22 vendors its own copy of click
-    from typer._click import exceptions as click_exceptions
-except ImportError:  # pragma: no cover - older typer on the real click
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+# Typer >= 0.26 vendors Click (typer._click) and no longer installs the `click` package: its
+# usage errors must be caught as Typer's, or `--bogus` ends in a traceback instead of exit 2.
+from typer._click import exceptions as click_errors
 
 from examctl.errors import ExamctlError, UsageError
 from examctl.settings import Settings
@@ -131,7 +130,7 @@ def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
         from examctl.logs import scrub
 
         _fail(scrub(str(error), secrets()), error.exit_code)
-    except (typer.Exit, click_exceptions.ClickException):
+    except (typer.Exit, click_errors.ClickException):
         raise
     except Exception as error:  # a bug: keep the traceback in the log
         from examctl.logs import scrub
@@ -326,10 +325,10 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="examctl", standalone_mode=False)
-    except click_exceptions.NoArgsIsHelpError as error:
+    except click_errors.NoArgsIsHelpError as error:
         typer.echo(error.ctx.get_help() if error.ctx else "")
         code = 0
-    except click_exceptions.UsageError as error:
+    except click_errors.UsageError as error:
         sys.stderr.write(f"examctl: error: {_usage_message(error)}\n")
         code = UsageError.exit_code
     except typer.Abort:
@@ -338,7 +337,7 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _usage_message(error: click_exceptions.UsageError) -> str:
+def _usage_message(error: click_errors.UsageError) -> str:
     """Click's message, prefixed with the command, on one line."""
     where = error.ctx.command_path if error.ctx else "examctl"
     message = " ".join(error.format_message().split())
