@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +186,27 @@ def _record_end(engine: Engine, run_id: int, report: JobReport) -> datetime | No
     except ExamctlError as error:
         logger.error("could not record the run in history: %s", error, extra={"run_id": run_id})
         return None
+
+
+def record_run(engine: Engine, report: JobReport, *, span_s: float) -> None:
+    """Store a run that has already ended, in one row (sweep's rounds: idle ones leave none).
+
+    Raises ServiceUnavailable when the database is gone; the caller keeps the report for later.
+    """
+    with translate_db_errors(engine), engine.begin() as conn:
+        finished_at = db_now(conn)
+        row = {
+            "job": report.job,
+            "started_at": finished_at - timedelta(seconds=span_s),
+            "finished_at": finished_at,
+            "status": report.status,
+            "dry_run": report.dry_run,
+            "counts": report.counts,
+            "error": report.error,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        conn.execute(insert(job_runs).values(row))
 
 
 def last_success_at(engine: Engine, job: str) -> datetime | None:
