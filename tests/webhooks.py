@@ -94,9 +94,12 @@ class WebhookServer:
                     return
                 if server.on_request is not None:
                     server.on_request(received)
-                self.send_response(server.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                try:
+                    self.send_response(server.status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass  # the sender is gone (killed by on_request)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -92,7 +92,10 @@ def sweep(
             engine, notifier, thresholds=config.thresholds, dry_run=dry_run, should_stop=stop.is_set
         )
     if once:
-        return _once(works)
+        result = _once(works)
+        if config.health_file is not None and not dry_run:
+            config.health_file.touch()
+        return result
     liveness = _Liveness(ctx, config.health_file)
     loops = [
         RoundLoop(
