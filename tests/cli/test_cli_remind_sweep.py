@@ -158,7 +158,7 @@ def test_cli_sweep__once_redis_down__exit_3_nothing_finished(pg_url: str, tmp_pa
     )
 
     assert result.exit_code == 3
-    assert "error: Redis unreachable at redis://127.0.0.1:" in result.stdout
+    assert result.error_line.startswith("examctl: error: Redis unreachable at redis://127.0.0.1:")
     assert not health.exists()
     engine = make_engine(normalize_database_url(pg_url))
     assert attempt_row(engine, overdue)["status"] == "IN_PROGRESS"  # type: ignore[arg-type]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, update
 
-from examctl.db.schema import exam_attempts, job_runs
+from examctl.db.schema import exam_attempts
 from examctl.errors import ServiceUnavailable
 from examctl.jobs.sweep import SweepConfig, SweepResult, seconds_until_next_overdue, sweep
 from examctl.jobs.sweep_loop import HistoryRows, backoff_s
@@ -21,21 +20,7 @@ from examctl.runner import JobContext, JobReport
 from examctl.stores.redis_sessions import RedisSessions
 from tests.factories import attempt_row, make_attempt, make_exam, now_of
 from tests.servers import free_port
-
-
-def history(engine: Engine, job: str | None = None) -> list[dict[str, Any]]:
-    query = select(job_runs).order_by(job_runs.c.id)
-    if job:
-        query = query.where(job_runs.c.job == job)
-    with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
+from tests.sweeping import history, is_finished, wait_until
 
 
 class Background:
@@ -59,11 +44,11 @@ class Background:
 
 
 @pytest.fixture
-def background(pg_engine: Engine) -> Iterator[Callable[..., Background]]:
+def background() -> Iterator[Callable[..., Background]]:
     started: list[Background] = []
 
-    def start(**config: Any) -> Background:
-        runner = Background(pg_engine, SweepConfig(**config))
+    def start(engine: Engine, **config: Any) -> Background:
+        runner = Background(engine, SweepConfig(**config))
         runner.thread.start()
         started.append(runner)
         return runner
@@ -72,10 +57,6 @@ def background(pg_engine: Engine) -> Iterator[Callable[..., Background]]:
     for runner in started:
         runner.stop.set()
         runner.thread.join(timeout=10)
-
-
-def is_finished(engine: Engine, attempt: uuid.UUID) -> Callable[[], bool]:
-    return lambda: attempt_row(engine, attempt)["status"] != "IN_PROGRESS"
 
 
 # --- one round ---------------------------------------------------------------------------------
@@ -141,14 +122,14 @@ def test_sweep__once_dry_run__counts_changes_nothing(engine: Engine) -> None:
 
 
 def test_sweep__deadline_passes__finished_within_a_second_not_the_interval(
-    pg_engine: Engine, background: Callable[..., Background]
+    engine: Engine, background: Callable[..., Background]
 ) -> None:
-    exam = make_exam(pg_engine)
-    attempt = make_attempt(pg_engine, exam, deadline_at=now_of(pg_engine) + timedelta(seconds=2))
-    runner = background(interval_s=30)
+    exam = make_exam(engine)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) + timedelta(seconds=2))
+    runner = background(engine, interval_s=30)
 
-    wait_until(is_finished(pg_engine, attempt), timeout_s=8)
-    row = attempt_row(pg_engine, attempt)
+    wait_until(is_finished(engine, attempt), timeout_s=8)
+    row = attempt_row(engine, attempt)
     stopping = time.monotonic()
     result = runner.finish()
 
@@ -163,7 +144,7 @@ def test_sweep__deadline_moved_earlier__finished_within_the_interval(
 ) -> None:
     exam = make_exam(pg_engine)
     attempt = make_attempt(pg_engine, exam, deadline_at=now_of(pg_engine) + timedelta(hours=1))
-    background(interval_s=1)
+    background(pg_engine, interval_s=1)
     time.sleep(0.3)  # the loop is asleep, expecting nothing for an hour
 
     moved_at = now_of(pg_engine)
@@ -185,7 +166,7 @@ def test_sweep__rounds__working_ones_recorded_idle_ones_not(
     now = now_of(pg_engine)
     first = make_attempt(pg_engine, exam, deadline_at=now + timedelta(milliseconds=500))
     second = make_attempt(pg_engine, exam, deadline_at=now + timedelta(milliseconds=1200))
-    runner = background(interval_s=0.2, thresholds=())
+    runner = background(pg_engine, interval_s=0.2, thresholds=())
 
     wait_until(is_finished(pg_engine, second))
     time.sleep(0.6)  # a few idle rounds
