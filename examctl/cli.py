@@ -345,12 +345,19 @@ def remind_command(
     with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
         from examctl.jobs.remind import remind
 
-        report = res.run_job(
-            "remind",
-            lambda: remind(res.engine, notifier, thresholds=thresholds, dry_run=dry_run),
-            dry_run=dry_run,
-            notes=[f"notify: {notifier.display}"],
-        )
+        with _stop_on_signals() as stop:  # a claim in hand is delivered and recorded, not lost
+            report = res.run_job(
+                "remind",
+                lambda: remind(
+                    res.engine,
+                    notifier,
+                    thresholds=thresholds,
+                    dry_run=dry_run,
+                    should_stop=stop.is_set,
+                ),
+                dry_run=dry_run,
+                notes=[f"notify: {notifier.display}"],
+            )
     finish(report, as_json=as_json)
 
 
@@ -443,11 +450,15 @@ def _reminders(
 
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM and SIGINT set the event: the round in hand completes, then sweep returns."""
+    """SIGTERM and SIGINT set the event: the batch in hand completes, then the job returns.
+
+    Only the main thread ever runs this handler, and it never waits on the event there (sweep's
+    main thread only joins its loop threads), so setting it cannot deadlock.
+    """
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        logger.info("%s received: stopping after the round in hand", signal.Signals(signum).name)
+        logger.info("%s received: stopping after the batch in hand", signal.Signals(signum).name)
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -34,7 +34,11 @@ from examctl.notifiers import DeliveryFailed, Notifier, Reminder
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = "10,5,1"
-_AT_HELP = "--at must be a comma-separated list of whole minutes ≥ 1, such as 10,5,1"
+MAX_THRESHOLD_MINUTES = 7 * 24 * 60
+_AT_HELP = (
+    f"--at must be a comma-separated list of whole minutes from 1 to {MAX_THRESHOLD_MINUTES}, "
+    "such as 10,5,1"
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def parse_thresholds(text: str) -> tuple[int, ...]:
     values = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        if not (part.isascii() and part.isdigit()) or not 1 <= int(part) <= MAX_THRESHOLD_MINUTES:
             raise UsageError(_AT_HELP)
         values.append(int(part))
     return tuple(sorted(set(values)))

@@ -39,13 +39,14 @@ def table(url: str, which: object) -> list[dict[str, object]]:
 # --- remind ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("at", ["10,0,1", "ten", "5,,1", "-1"])
+@pytest.mark.parametrize("at", ["10,0,1", "ten", "5,,1", "-1", "²", "10081"])
 def test_cli_remind__bad_at__exit_2_one_line(sqlite_url: str, at: str) -> None:
     result = invoke("remind", "--at", at, "--database-url", sqlite_url)
 
     assert result.exit_code == 2
     assert result.error_line == (
-        "examctl: error: --at must be a comma-separated list of whole minutes ≥ 1, such as 10,5,1"
+        "examctl: error: --at must be a comma-separated list of whole minutes from 1 to 10080, "
+        "such as 10,5,1"
     )
     assert table(sqlite_url, job_runs) == []
 

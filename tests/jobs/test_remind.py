@@ -261,7 +261,7 @@ def test_parse_thresholds__valid__sorted_unique(text: str) -> None:
     assert parse_thresholds(text) == (1, 5, 10)
 
 
-@pytest.mark.parametrize("text", ["", "10,,1", "0", "-5", "1.5", "ten", "10;5"])
+@pytest.mark.parametrize("text", ["", "10,,1", "0", "-5", "1.5", "ten", "10;5", "٣", "99999999"])
 def test_parse_thresholds__invalid__usage_error(text: str) -> None:
     with pytest.raises(UsageError, match="--at must be a comma-separated list"):
         parse_thresholds(text)
