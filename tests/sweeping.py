@@ -7,13 +7,14 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from examctl.db.schema import job_runs, reminders
 from tests.factories import attempt_row
+from tests.invoke import spawn_examctl
 
 
 def wait_until(condition: Callable[[], Any], timeout_s: float = 10, what: str = "") -> None:
@@ -63,3 +64,21 @@ def log_records(stderr: str) -> list[dict[str, Any]]:
 
 def actions(stderr: str, action: str, job: str) -> list[dict[str, Any]]:
     return [r for r in log_records(stderr) if r.get("action") == action and r.get("job") == job]
+
+
+def spawner() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Fixture body: spawn examctl processes, and kill any still running when the test ends.
+
+    Use in a module as `spawn = pytest.fixture(spawner, name="spawn")`.
+    """
+    processes: list[subprocess.Popen[str]] = []
+
+    def spawn(*args: str, **env: str) -> subprocess.Popen[str]:
+        processes.append(spawn_examctl(*args, **env))
+        return processes[-1]
+
+    yield spawn
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)

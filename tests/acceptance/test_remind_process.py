@@ -5,20 +5,26 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine
 
 from tests.factories import make_attempt, make_exam, now_of
-from tests.invoke import run_examctl, spawn_examctl
-from tests.sweeping import reminder_states
+from tests.invoke import run_examctl
+from tests.sweeping import reminder_states, spawner
 from tests.webhooks import Received, WebhookServer
+
+spawn = pytest.fixture(spawner, name="spawn")
+Spawn = Callable[..., subprocess.Popen[str]]
 
 
 def test_remind__killed_after_sending_before_recording__never_sent_again(
-    pg_url: str, pg_engine: Engine
+    pg_url: str, pg_engine: Engine, spawn: Spawn
 ) -> None:
     exam = make_exam(pg_engine)
     now = now_of(pg_engine)
@@ -34,7 +40,7 @@ def test_remind__killed_after_sending_before_recording__never_sent_again(
         os.kill(pids[0], signal.SIGKILL)  # the POST arrived; its outcome is never recorded
 
     with WebhookServer(on_request=kill_sender) as server:
-        remind = spawn_examctl("remind", "--notify", server.url, DATABASE_URL=pg_url)
+        remind = spawn("remind", "--notify", server.url, DATABASE_URL=pg_url)
         pids.append(remind.pid)
         started.set()
         remind.communicate(timeout=60)
@@ -52,7 +58,7 @@ def test_remind__killed_after_sending_before_recording__never_sent_again(
 
 
 def test_remind__two_processes_at_once__each_reminder_delivered_once(
-    pg_url: str, pg_engine: Engine
+    pg_url: str, pg_engine: Engine, spawn: Spawn
 ) -> None:
     exam = make_exam(pg_engine)
     now = now_of(pg_engine)
@@ -61,8 +67,7 @@ def test_remind__two_processes_at_once__each_reminder_delivered_once(
 
     with WebhookServer(on_request=lambda _: time.sleep(0.02)) as server:  # a run takes seconds
         racers = [
-            spawn_examctl("remind", "--json", "--notify", server.url, DATABASE_URL=pg_url)
-            for _ in range(2)
+            spawn("remind", "--json", "--notify", server.url, DATABASE_URL=pg_url) for _ in range(2)
         ]
         outputs = [racer.communicate(timeout=120) for racer in racers]
 

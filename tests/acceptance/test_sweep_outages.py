@@ -5,8 +5,9 @@ Each test starts its own PostgreSQL or Redis, so stopping it does not disturb th
 
 from __future__ import annotations
 
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,9 +20,11 @@ from examctl.db.engine import make_engine
 from examctl.db.migrate import init_schema
 from examctl.settings import normalize_database_url
 from tests.factories import answer_rows, attempt_row, make_attempt, make_exam, now_of, put_session
-from tests.invoke import spawn_examctl
 from tests.servers import PG_PASSWORD, REDIS_PASSWORD, PostgresServer, RedisServer
-from tests.sweeping import actions, history, is_finished, stop_process, wait_until
+from tests.sweeping import actions, history, is_finished, spawner, stop_process, wait_until
+
+spawn = pytest.fixture(spawner, name="spawn")
+Spawn = Callable[..., subprocess.Popen[str]]
 
 
 @pytest.fixture
@@ -42,14 +45,14 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 def test_sweep__postgres_restarted__recovers_and_logs_the_outage_once(
-    own_postgres: PostgresServer,
+    own_postgres: PostgresServer, spawn: Spawn
 ) -> None:
     url = own_postgres.url("exams")
     engine = make_engine(normalize_database_url(url))
     init_schema(engine)
     exam = make_exam(engine)
     before = make_attempt(engine, exam, deadline_at=now_of(engine) + timedelta(seconds=2))
-    sweep = spawn_examctl("sweep", "--interval", "1", DATABASE_URL=url)
+    sweep = spawn("sweep", "--interval", "1", DATABASE_URL=url)
     wait_until(is_finished(engine, before), timeout_s=30, what="finished before the outage")
 
     own_postgres.stop()
@@ -74,11 +77,11 @@ def test_sweep__postgres_restarted__recovers_and_logs_the_outage_once(
 
 
 def test_sweep__redis_down__finishes_nothing_until_it_returns_then_recovers_answers(
-    pg_url: str, pg_engine: Engine, own_redis: RedisServer, tmp_path: Path
+    pg_url: str, pg_engine: Engine, own_redis: RedisServer, tmp_path: Path, spawn: Spawn
 ) -> None:
     client = redis.Redis.from_url(own_redis.url())
     health = tmp_path / "sweep.health"
-    sweep = spawn_examctl(
+    sweep = spawn(
         "sweep",
         "--interval",
         "1",
