@@ -99,6 +99,12 @@ GraceSeconds = Annotated[
 BatchSize = Annotated[
     int, typer.Option("--batch-size", min=1, max=100_000, help="Attempts per transaction.")
 ]
+NoRedis = Annotated[
+    bool,
+    typer.Option(
+        "--no-redis", help="Finish from the database alone, ignoring buffered Redis answers."
+    ),
+]
 
 
 def resolve(
@@ -172,12 +178,7 @@ def opened(
 def finish_expired_command(
     grace_seconds: GraceSeconds = 0,
     batch_size: BatchSize = 1000,
-    no_redis: Annotated[
-        bool,
-        typer.Option(
-            "--no-redis", help="Finish from the database alone, ignoring buffered Redis answers."
-        ),
-    ] = False,
+    no_redis: NoRedis = False,
     dry_run: DryRun = False,
     as_json: JsonFlag = False,
     database_url: DatabaseUrl = None,
@@ -382,12 +383,7 @@ def sweep_command(
     ] = False,
     notify: Notify = "log",
     webhook_timeout: WebhookTimeout = 5.0,
-    no_redis: Annotated[
-        bool,
-        typer.Option(
-            "--no-redis", help="Finish from the database alone, ignoring buffered Redis answers."
-        ),
-    ] = False,
+    no_redis: NoRedis = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what one round would do (implies --once).")
     ] = False,

@@ -13,6 +13,7 @@ database are safe. `stop` (set by SIGTERM/SIGINT) ends both after the batch in h
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -97,26 +98,21 @@ def sweep(
             config.health_file.touch()
         return result
     liveness = _Liveness(ctx, config.health_file)
+    loop = functools.partial(RoundLoop, ctx=ctx, interval_s=config.interval_s, stop=stop)
     loops = [
-        RoundLoop(
+        loop(
             "finish-expired",
             works["finish-expired"],
             lambda: seconds_until_next_overdue(engine, config.grace_seconds, config.interval_s),
-            ctx=ctx,
-            interval_s=config.interval_s,
-            stop=stop,
             after_round=liveness.after_round,
         )
     ]
     if "remind" in works:
         loops.append(
-            RoundLoop(
+            loop(
                 "remind",
                 works["remind"],
                 lambda: seconds_until_next_reminder(engine, config.thresholds, config.interval_s),
-                ctx=ctx,
-                interval_s=config.interval_s,
-                stop=stop,
             )
         )
     liveness.loops = loops

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -62,56 +63,43 @@ def background() -> Iterator[Callable[..., Background]]:
 # --- one round ---------------------------------------------------------------------------------
 
 
-def test_sweep__once__finishes_overdue_and_sends_due_reminders(engine: Engine) -> None:
+def overdue_and_reminded(engine: Engine) -> uuid.UUID:
+    """An attempt 5 s overdue (returned) and one 3 minutes from its deadline."""
     exam = make_exam(engine)
     now = now_of(engine)
-    overdue = make_attempt(engine, exam, deadline_at=now - timedelta(seconds=5))
     make_attempt(engine, exam, deadline_at=now + timedelta(minutes=3))
+    return make_attempt(engine, exam, deadline_at=now - timedelta(seconds=5))
 
-    result = sweep(
-        JobContext(engine=engine), None, LogNotifier(), SweepConfig(), threading.Event(), once=True
-    )
+
+def one_round(engine: Engine, sessions: RedisSessions | None = None, **kw: Any) -> SweepResult:
+    ctx = JobContext(engine=engine)
+    return sweep(ctx, sessions, LogNotifier(), SweepConfig(), threading.Event(), once=True, **kw)
+
+
+def test_sweep__once__finishes_overdue_and_sends_due_reminders(engine: Engine) -> None:
+    overdue = overdue_and_reminded(engine)
+
+    result = one_round(engine)
 
     assert result == SweepResult(rounds=2, finished=1, expired=1, sent=1, skipped=1)
     assert attempt_row(engine, overdue)["status"] == "EXPIRED"
 
 
 def test_sweep__once_redis_down__nothing_finished_reminders_still_sent(engine: Engine) -> None:
-    exam = make_exam(engine)
-    now = now_of(engine)
-    overdue = make_attempt(engine, exam, deadline_at=now - timedelta(seconds=5))
-    make_attempt(engine, exam, deadline_at=now + timedelta(minutes=3))
+    overdue = overdue_and_reminded(engine)
     down = RedisSessions(f"redis://127.0.0.1:{free_port()}/0", "exam:attempt:")
 
     with pytest.raises(ServiceUnavailable, match="Redis unreachable") as raised:
-        sweep(
-            JobContext(engine=engine),
-            down,
-            LogNotifier(),
-            SweepConfig(),
-            threading.Event(),
-            once=True,
-        )
+        one_round(engine, down)
 
     assert raised.value.partial == SweepResult(rounds=2, failed_rounds=1, sent=1, skipped=1)
     assert attempt_row(engine, overdue)["status"] == "IN_PROGRESS"
 
 
 def test_sweep__once_dry_run__counts_changes_nothing(engine: Engine) -> None:
-    exam = make_exam(engine)
-    now = now_of(engine)
-    overdue = make_attempt(engine, exam, deadline_at=now - timedelta(seconds=5))
-    make_attempt(engine, exam, deadline_at=now + timedelta(minutes=3))
+    overdue = overdue_and_reminded(engine)
 
-    result = sweep(
-        JobContext(engine=engine),
-        None,
-        LogNotifier(),
-        SweepConfig(),
-        threading.Event(),
-        once=True,
-        dry_run=True,
-    )
+    result = one_round(engine, dry_run=True)
 
     assert (result.finished, result.sent, result.skipped) == (1, 1, 1)
     assert attempt_row(engine, overdue)["status"] == "IN_PROGRESS"
