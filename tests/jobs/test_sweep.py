@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,10 +28,10 @@ from tests.sweeping import history, is_finished, wait_until
 class Background:
     """sweep() in a thread, as the CLI runs it, stopped by setting its event."""
 
-    def __init__(self, engine: Engine, config: SweepConfig) -> None:
+    def __init__(self, engine: Engine, config: SweepConfig, metrics_dir: Path | None) -> None:
         self.stop = threading.Event()
         self.result: SweepResult | None = None
-        ctx = JobContext(engine=engine)
+        ctx = JobContext(engine=engine, metrics_dir=metrics_dir)
 
         def run() -> None:
             self.result = sweep(ctx, None, LogNotifier(), config, self.stop)
@@ -48,8 +49,8 @@ class Background:
 def background() -> Iterator[Callable[..., Background]]:
     started: list[Background] = []
 
-    def start(engine: Engine, **config: Any) -> Background:
-        runner = Background(engine, SweepConfig(**config))
+    def start(engine: Engine, metrics_dir: Path | None = None, **config: Any) -> Background:
+        runner = Background(engine, SweepConfig(**config), metrics_dir)
         runner.thread.start()
         started.append(runner)
         return runner
@@ -166,6 +167,26 @@ def test_sweep__rounds__working_ones_recorded_idle_ones_not(
     assert [r["counts"]["finished"] for r in rows] == [1, 1]
     assert {r["status"] for r in rows} == {"ok"}
     assert attempt_row(pg_engine, first)["status"] == "EXPIRED"
+
+
+def test_sweep__health_file_and_metrics__written_after_a_successful_round(
+    pg_engine: Engine, background: Callable[..., Background], tmp_path: Path
+) -> None:
+    exam = make_exam(pg_engine)
+    attempt = make_attempt(pg_engine, exam, deadline_at=now_of(pg_engine) + timedelta(seconds=1))
+    health, metrics = tmp_path / "sweep.health", tmp_path / "metrics"
+    runner = background(pg_engine, metrics, interval_s=5, health_file=health)
+
+    wait_until(is_finished(pg_engine, attempt))
+    wait_until(lambda: 'count="finished",job="sweep"} 1.0' in _read(metrics / "examctl_sweep.prom"))
+    runner.finish()
+
+    assert health.exists()
+    assert "examctl_last_success_timestamp_seconds" in _read(metrics / "examctl_sweep.prom")
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
 
 
 def test_seconds_until_next_overdue__policies_and_grace__earliest_due(engine: Engine) -> None:
