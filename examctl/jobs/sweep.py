@@ -97,6 +97,8 @@ def sweep(
         if config.health_file is not None and not dry_run:
             config.health_file.touch()
         return result
+    if sessions is not None:
+        sessions.ping()  # a wrong Redis URL or password shows at start (exit 3), not as a retry
     liveness = _Liveness(ctx, config.health_file)
     loop = functools.partial(RoundLoop, ctx=ctx, interval_s=config.interval_s, stop=stop)
     loops = [

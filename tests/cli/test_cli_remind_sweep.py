@@ -189,3 +189,13 @@ def test_cli_sweep__bad_option__exit_2(sqlite_url: str, args: list[str], message
 
     assert result.exit_code == 2
     assert message in result.error_line
+
+
+def test_cli_sweep__redis_unreachable_at_start__exit_3_at_once(pg_url: str) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+
+    result = invoke("sweep", "--database-url", pg_url, "--redis-url", dead)
+
+    assert result.exit_code == 3
+    assert result.error_line.startswith(f"examctl: error: Redis unreachable at {dead}")
+    assert [(r["job"], r["status"]) for r in table(pg_url, job_runs)] == [("sweep", "failed")]
