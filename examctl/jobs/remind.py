@@ -15,7 +15,7 @@ SPEC's "at most one reminder per threshold, ever" asks, and the loss is bounded 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
@@ -88,7 +88,7 @@ def remind(
     """
     with engine.connect() as conn:
         run_started = db_now(conn)
-    total = RemindResult()
+    total, reasons = RemindResult(), Counter[str]()
     after: tuple[datetime, UUID] | None = None
     while not should_stop():
         with engine.begin() as conn:
@@ -107,14 +107,15 @@ def remind(
         after = (due[-1].deadline_at, due[-1].attempt_id)
         if dry_run:
             continue
-        result, endpoint_down = _deliver(engine, notifier, claims)
+        result, endpoint_down = _deliver(engine, notifier, claims, reasons)
         total += result + RemindResult(skipped=skipped)
         if endpoint_down:
             break  # every further try would wait for the same timeout; the next run retries
     if total.failed:
         raise JobFailed(
-            f"{total.failed} reminder(s) not delivered to {notifier.display}; "
-            "they are retried on the next run",
+            f"{total.failed} reminder(s) not delivered to {notifier.display} "
+            f"({'; '.join(f'{why} ({n})' for why, n in reasons.most_common(3))}); "
+            "they are retried on the next run (examctl_reminders has each attempt and error)",
             partial=total,
         )
     return total
@@ -243,9 +244,11 @@ def _claim(
 
 
 def _deliver(
-    engine: Engine, notifier: Notifier, claims: list[Reminder]
+    engine: Engine, notifier: Notifier, claims: list[Reminder], reasons: Counter[str]
 ) -> tuple[RemindResult, bool]:
     """Send the claimed reminders in order and record each outcome; True if the endpoint is down.
+
+    `reasons` counts the failures by reason, for the run's one error message.
 
     Once the endpoint is down (refused, timed out) the rest are not tried: they are recorded as
     failed without waiting, and the next run retries them.
@@ -270,6 +273,7 @@ def _deliver(
         else:
             sent.append(reminder)
     _record(engine, sent, failed)
+    reasons.update({why: len(batch) for why, batch in failed.items()})
     result = RemindResult(sent=len(sent), failed=sum(len(v) for v in failed.values()))
     return result, down is not None
 
