@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,10 @@ from examctl.settings import redact_url
 logger = logging.getLogger(__name__)
 
 ANSWER_FIELD_PREFIX = b"answer:"
+# Keys per SCAN call: each call costs Redis a millisecond or so, never a long stall.
+SCAN_COUNT = 1000
+UNLINK_CHUNK = 1000
+_CANONICAL_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,62 @@ class RedisSessions:
             return 0
         with self.unreachable_is_fatal():
             return int(self.client.unlink(*keys))
+
+    def scan_batches(self, count: int = SCAN_COUNT) -> Iterator[list[bytes]]:
+        """SCAN `{prefix}*`, one list of keys per reply. A key may come twice (SCAN's contract)."""
+        pattern = _glob_escape(self.prefix) + "*"
+        cursor = 0
+        while True:
+            with self.unreachable_is_fatal():
+                cursor, keys = self.client.scan(cursor, match=pattern, count=count)
+            if keys:
+                yield keys
+            if cursor == 0:
+                return
+
+    def attempt_id_of(self, key: bytes) -> str | None:
+        """The attempt id (canonical UUID text) a session key names, None if it names none."""
+        suffix = key[len(self.prefix.encode()) :]
+        if _CANONICAL_UUID.fullmatch(suffix):
+            return suffix.decode("ascii")
+        try:
+            return str(UUID(suffix.decode("ascii")))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def idle_seconds(self, keys: Sequence[bytes]) -> list[int | None]:
+        """OBJECT IDLETIME of each key, in one round trip; None where the key is gone or Redis
+        tracks no idle time (an LFU maxmemory-policy, logged)."""
+        with self.unreachable_is_fatal():
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.object("idletime", key)
+            replies = pipe.execute(raise_on_error=False)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            logger.warning(
+                "Redis gives no idle time: %s",
+                _first_line(errors[0]),
+                extra={"action": "idle_time_unknown", "keys": len(errors)},
+            )
+        return [r if isinstance(r, int) else None for r in replies]
+
+    def unlink_keys(self, keys: Sequence[bytes]) -> int:
+        """UNLINK these keys in one pipeline; returns how many existed."""
+        if not keys:
+            return 0
+        with self.unreachable_is_fatal():
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(keys), UNLINK_CHUNK):
+                pipe.unlink(*keys[start : start + UNLINK_CHUNK])
+            return sum(int(n) for n in pipe.execute())
+
+    def count_keys(self) -> int:
+        """How many session keys exist (a full SCAN; a key seen twice counts once)."""
+        seen: set[bytes] = set()
+        for keys in self.scan_batches():
+            seen.update(keys)
+        return len(seen)
 
     def close(self) -> None:
         self.client.close()
@@ -112,6 +173,10 @@ def _parse_answer(name: bytes, raw: bytes) -> RedisAnswer | None:
         return None
     # A time without a zone is taken as UTC, the platform's convention.
     return RedisAnswer(question_id, value, at if at.tzinfo else at.replace(tzinfo=UTC))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
 
 
 def _first_line(error: Exception) -> str:
