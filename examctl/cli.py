@@ -118,6 +118,25 @@ def resolve(
     return settings
 
 
+def _click_errors(name: str) -> tuple[type[Exception], ...]:
+    """Click's exception `name`, and its twin from the copy of click that typer >= 0.2x ships
+    (typer._click): the parser raises the latter, so catching click's alone misses them."""
+    found: list[type[Exception]] = [getattr(click.exceptions, name)]
+    with contextlib.suppress(ImportError, AttributeError):
+        from typer._click import exceptions as vendored
+
+        found.append(getattr(vendored, name))
+    return tuple(found)
+
+
+_PASS_THROUGH: tuple[type[Exception], ...] = (
+    typer.Exit,
+    click.exceptions.Exit,
+    *_click_errors("ClickException"),
+)
+_ABORT: tuple[type[Exception], ...] = (typer.Abort, *_click_errors("Abort"))
+
+
 @contextlib.contextmanager
 def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
     """The one place that turns errors into a line on stderr and an exit code."""
@@ -127,7 +146,7 @@ def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
         from examctl.logs import scrub
 
         _fail(scrub(str(error), secrets()), error.exit_code)
-    except (typer.Exit, click.exceptions.Exit, click.ClickException):
+    except _PASS_THROUGH:
         raise
     except Exception as error:  # a bug: keep the traceback in the log
         from examctl.logs import scrub
@@ -291,6 +310,128 @@ def db_check_command(
     raise typer.Exit(code=1 if missing else 0)
 
 
+# --- purge-proctoring, clean-redis, status ---------------------------------------------------
+
+RetentionDays = Annotated[
+    int,
+    typer.Option(
+        "--days", min=1, max=36_500, help="Events older than this many days are past retention."
+    ),
+]
+
+
+@app.command("purge-proctoring")
+def purge_proctoring_command(
+    days: RetentionDays = 90,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, max=1_000_000, help="Events per transaction."),
+    ] = 10_000,
+    dry_run: DryRun = False,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    log_format: LogFormat = None,
+    metrics_dir: MetricsDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Delete proctoring events past retention in short batches; drop whole old partitions.
+
+    Example: examctl purge-proctoring --days 90 --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, None, None, log_format, metrics_dir, verbose)
+    with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
+        from examctl.jobs.purge_proctoring import purge_proctoring
+
+        report = res.run_job(
+            "purge-proctoring",
+            lambda: purge_proctoring(res.engine, days=days, batch_size=batch_size, dry_run=dry_run),
+            dry_run=dry_run,
+            exclusive=True,
+        )
+    finish(report, as_json=as_json)
+
+
+@app.command("clean-redis")
+def clean_redis_command(
+    min_idle_minutes: Annotated[
+        int,
+        typer.Option(
+            "--min-idle-minutes",
+            min=0,
+            max=10_080,
+            help="A session whose attempt does not exist is deleted only once idle this long.",
+        ),
+    ] = 10,
+    dry_run: DryRun = False,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    redis_prefix: RedisPrefix = None,
+    log_format: LogFormat = None,
+    metrics_dir: MetricsDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Delete Redis sessions of finished or unknown attempts and malformed keys.
+
+    Example: examctl clean-redis --redis-url redis://cache:6379/0 --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, redis_url, redis_prefix, log_format, metrics_dir, verbose)
+    with reported_errors(settings.secrets), opened(settings) as res:
+        from examctl.jobs.clean_redis import clean_redis
+
+        report = res.run_job(
+            "clean-redis",
+            lambda: clean_redis(
+                res.engine,
+                res.sessions,
+                dry_run=dry_run,
+                min_idle_seconds=min_idle_minutes * 60,
+            ),
+            dry_run=dry_run,
+            exclusive=True,
+            notes=[_redis_note(settings, False)],
+        )
+    finish(report, as_json=as_json)
+
+
+@app.command("status")
+def status_command(
+    days: RetentionDays = 90,
+    archive_days: Annotated[
+        int,
+        typer.Option(
+            "--archive-days", min=1, max=36_500, help="Attempts finished longer ago are due."
+        ),
+    ] = 180,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    redis_prefix: RedisPrefix = None,
+    log_format: LogFormat = None,
+    verbose: Verbose = False,
+) -> None:
+    """Show pending work (in progress, overdue, past retention, due for archive) and job runs.
+
+    Example: examctl status --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, redis_url, redis_prefix, log_format, None, verbose)
+    with reported_errors(settings.secrets), opened(settings) as res:
+        from examctl.status import collect_status, render_status
+
+        status = collect_status(
+            res.engine, res.sessions, retention_days=days, archive_days=archive_days
+        )
+    if as_json:
+        from examctl.render import print_json
+
+        print_json(status.as_json())
+        return
+    render_status(status)
+
+
 # --- demo -----------------------------------------------------------------------------------
 
 
@@ -319,13 +460,15 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="examctl", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as error:
-        typer.echo(error.ctx.get_help() if error.ctx else "", err=False)
+    except _click_errors("NoArgsIsHelpError") as error:
+        context = getattr(error, "ctx", None)
+        typer.echo(context.get_help() if context else "", err=False)
         code = 0
-    except click.UsageError as error:
-        sys.stderr.write(f"examctl: error: {error.format_message()}\n")
+    except _click_errors("UsageError") as error:
+        message = error.format_message()  # type: ignore[attr-defined]
+        sys.stderr.write(f"examctl: error: {message}\n")
         code = UsageError.exit_code
-    except click.exceptions.Abort:
+    except _ABORT:
         sys.stderr.write("examctl: aborted\n")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
