@@ -94,10 +94,19 @@ def count_rows(conn: Connection, table: str) -> int:
 
 def drop_table_counted(engine: Engine, table: str) -> int:
     """Count a detached table's rows and drop it, in one transaction; returns the count."""
+    started = time.monotonic()
     with engine.begin() as conn:
         rows = count_rows(conn, table)
         conn.exec_driver_sql(f"DROP TABLE {table}")
-    logger.info("partition dropped", extra={"action": "partition_dropped", "table": table})
+    logger.info(
+        "partition dropped",
+        extra={
+            "action": "partition_dropped",
+            "table": table,
+            "rows": rows,
+            "duration_s": round(time.monotonic() - started, 4),
+        },
+    )
     return rows
 
 

@@ -1,11 +1,13 @@
 """purge-proctoring (SPEC §7): delete events past retention without stalling the platform.
 
 Rows go in bounded batches, each its own short transaction, walking `occurred_at` upwards from
-where the previous batch stopped (keyset), so no batch re-reads the ranges already deleted. On
-PostgreSQL a batch is one statement: the oldest `batch_size` rows are picked through the
-`occurred_at` index and deleted by `ctid` (a TID scan, the fastest bounded shape measured). A
-`ctid` is only unique within one table, so a partitioned table is purged leaf by leaf. SQLite gets
-the same keyset batches by rowid.
+where the previous batch stopped (keyset), so no batch re-reads a range already deleted. A batch
+first finds, through the `occurred_at` index, the time of the (batch_size + 1)-th oldest row
+left (`upper`), then deletes the range `[after, upper)`: at most batch_size rows, by the same
+index range scan the single big DELETE uses, which on this machine came out clearly faster than
+picking `ctid`s and deleting by TID scan (see the benchmark). When more than batch_size rows share
+one instant, that instant is deleted batch_size rows at a time by id. PostgreSQL and SQLite run
+the same statements; a partitioned table is purged leaf by leaf.
 
 When the table is range-partitioned on `occurred_at`, partitions that lie wholly before the cutoff
 are detached and dropped (see db/partitions.py); their rows are counted first, so `deleted`
@@ -21,7 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Engine,
+    TextClause,
+    TextualSelect,
+    bindparam,
+    text,
+)
 
 from examctl.db import partitions
 from examctl.db.engine import db_now, is_postgres
@@ -35,22 +45,15 @@ DEFAULT_DAYS = 90
 DEFAULT_BATCH_SIZE = 10_000
 TABLE = proctoring_events.name
 
-# One statement per batch. `ctid = ANY(ARRAY(…))` makes it a TID scan (a `ctid IN (subquery)`
-# may be planned as a join over the whole table); the outer `occurred_at < :cutoff` re-checks a
-# row that a concurrent update moved. RETURNING nothing but a count keeps the reply small.
-_PG_BATCH = """
-WITH batch AS MATERIALIZED (
-    SELECT ctid, occurred_at FROM {table}
-    WHERE occurred_at >= :after AND occurred_at < :cutoff
-    ORDER BY occurred_at
-    LIMIT :limit
-), gone AS (
-    DELETE FROM {table}
-    WHERE ctid = ANY(ARRAY(SELECT ctid FROM batch)) AND occurred_at < :cutoff
-    RETURNING 1
+_UPPER = (
+    "SELECT occurred_at FROM {table} WHERE occurred_at >= :after AND occurred_at < :cutoff "
+    "ORDER BY occurred_at LIMIT 1 OFFSET :limit"
 )
-SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT max(occurred_at) FROM batch) AS last
-"""
+_DELETE_RANGE = "DELETE FROM {table} WHERE occurred_at >= :after AND occurred_at < :upper"
+_DELETE_TIES = (
+    "DELETE FROM {table} WHERE occurred_at = :after AND id IN "
+    "(SELECT id FROM {table} WHERE occurred_at = :after LIMIT :limit)"
+)
 # A lost batch after a crash is harmless (the next run deletes those rows again), so a batch
 # need not wait for its WAL flush; nor is JIT worth compiling for a 10,000-row statement.
 _PG_BATCH_SETTINGS = (
@@ -87,46 +90,62 @@ def purge_proctoring(
         "purging proctoring events",
         extra={"action": "purge_started", "cutoff": cutoff.isoformat(), "dry_run": dry_run},
     )
-    if not is_postgres(engine):
-        if dry_run:
-            with engine.connect() as conn:
-                return _count_batches(_count_older(conn, TABLE, cutoff), batch_size)
-        return _purge_sqlite(engine, cutoff, batch_size, should_stop)
     if dry_run:
-        return _count_postgres(engine, cutoff, batch_size)
-    result = _drop_old_partitions(engine, cutoff)
-    with engine.connect() as conn:
-        leaves = partitions.leaf_tables(conn, TABLE)
-    for leaf in leaves:
+        return _count(engine, cutoff, batch_size)
+    result = PurgeResult()
+    if is_postgres(engine):
+        result = _drop_old_partitions(engine, cutoff)
+        with engine.connect() as conn:
+            tables = partitions.leaf_tables(conn, TABLE)
+    else:
+        tables = [TABLE]
+    for table in tables:
         if should_stop():
             break
-        result += _purge_table_postgres(engine, leaf, cutoff, batch_size, should_stop)
+        result += _purge_table(engine, table, cutoff, batch_size, should_stop)
     return result
 
 
-# --- PostgreSQL -----------------------------------------------------------------------------
-
-
-def _purge_table_postgres(
+def _purge_table(
     engine: Engine, table: str, cutoff: datetime, batch_size: int, should_stop: Callable[[], bool]
 ) -> PurgeResult:
-    statement = text(_PG_BATCH.format(table=table)).bindparams(
-        bindparam("after", type_=UtcDateTime()), bindparam("cutoff", type_=UtcDateTime())
-    )
+    upper_of, delete_range, delete_ties = _statements(table)
     total, after = PurgeResult(), _BEGINNING
     while not should_stop():
         started = time.monotonic()
         with engine.begin() as conn:
-            conn.execute(text(_PG_BATCH_SETTINGS))
-            row = conn.execute(
-                statement, {"after": after, "cutoff": cutoff, "limit": batch_size}
-            ).one()
-        if row.last is None:
+            if is_postgres(conn):
+                conn.execute(text(_PG_BATCH_SETTINGS))
+            upper = conn.execute(
+                upper_of, {"after": after, "cutoff": cutoff, "limit": batch_size}
+            ).scalar()
+            if upper is None or upper > after:  # the last batch, or a range of <= batch_size
+                bounds = {"after": after, "upper": cutoff if upper is None else upper}
+                deleted = conn.execute(delete_range, bounds).rowcount
+            else:  # more than batch_size rows share the instant `after`
+                deleted = conn.execute(delete_ties, {"after": after, "limit": batch_size}).rowcount
+        if deleted:
+            _log_batch(table, deleted, time.monotonic() - started)
+            total += PurgeResult(int(deleted), 1)
+        if upper is None:
             return total
-        _log_batch(table, row.deleted, time.monotonic() - started)
-        total += PurgeResult(int(row.deleted), 1)
-        after = row.last
+        after = upper
     return total
+
+
+def _statements(table: str) -> tuple[TextualSelect, TextClause, TextClause]:
+    def stamp(name: str) -> BindParameter[datetime]:
+        return bindparam(name, type_=UtcDateTime())
+
+    upper_of = text(_UPPER.format(table=table)).bindparams(stamp("after"), stamp("cutoff"))
+    return (
+        upper_of.columns(occurred_at=UtcDateTime()),
+        text(_DELETE_RANGE.format(table=table)).bindparams(stamp("after"), stamp("upper")),
+        text(_DELETE_TIES.format(table=table)).bindparams(stamp("after")),
+    )
+
+
+# --- partitions (PostgreSQL) and the dry run ---------------------------------------------------
 
 
 def _drop_old_partitions(engine: Engine, cutoff: datetime) -> PurgeResult:
@@ -135,6 +154,7 @@ def _drop_old_partitions(engine: Engine, cutoff: datetime) -> PurgeResult:
         found = partitions.range_partitions(conn, TABLE, "occurred_at")
         concurrently = partitions.can_detach_concurrently(conn, found)
         orphans = partitions.orphaned_tables(conn)
+    started = time.monotonic()
     result = PurgeResult()
     for table in orphans:
         result += PurgeResult(partitions.drop_table_counted(engine, table), 1)
@@ -144,12 +164,24 @@ def _drop_old_partitions(engine: Engine, cutoff: datetime) -> PurgeResult:
             engine, TABLE, partition, concurrently=concurrently
         ):
             result += PurgeResult(partitions.drop_table_counted(engine, partition.name), 1)
+    if result.batches:
+        logger.info(
+            "old partitions dropped",
+            extra={
+                "action": "partitions_dropped",
+                "partitions": result.batches,
+                "rows": result.deleted,
+                "duration_s": round(time.monotonic() - started, 4),
+            },
+        )
     return result
 
 
-def _count_postgres(engine: Engine, cutoff: datetime, batch_size: int) -> PurgeResult:
+def _count(engine: Engine, cutoff: datetime, batch_size: int) -> PurgeResult:
     """Dry run: what the purge would remove, partition by partition, changing nothing."""
     with engine.connect() as conn:
+        if not is_postgres(conn):
+            return _count_batches(_count_older(conn, TABLE, cutoff), batch_size)
         found = partitions.range_partitions(conn, TABLE, "occurred_at")
         whole = [p.name for p in found if p.before(cutoff)] + partitions.orphaned_tables(conn)
         result = PurgeResult(sum(partitions.count_rows(conn, t) for t in whole), len(whole))
@@ -165,38 +197,6 @@ def _descends_from(conn: Connection, leaf: str, tables: list[str]) -> bool:
         {"t": leaf},
     ).scalars()
     return any(a in tables for a in ancestors)
-
-
-# --- SQLite ---------------------------------------------------------------------------------
-
-
-def _purge_sqlite(
-    engine: Engine, cutoff: datetime, batch_size: int, should_stop: Callable[[], bool]
-) -> PurgeResult:
-    events = proctoring_events.c
-    total, after = PurgeResult(), _BEGINNING
-    while not should_stop():
-        batch = (
-            select(events.id, events.occurred_at)
-            .where(events.occurred_at >= after, events.occurred_at < cutoff)
-            .order_by(events.occurred_at)
-            .limit(batch_size)
-            .subquery()
-        )
-        started = time.monotonic()
-        with engine.begin() as conn:
-            last = conn.execute(select(func.max(batch.c.occurred_at))).scalar()
-            if last is None:
-                return total
-            deleted = conn.execute(
-                delete(proctoring_events).where(
-                    events.id.in_(select(batch.c.id)), events.occurred_at < cutoff
-                )
-            ).rowcount
-        _log_batch(TABLE, deleted, time.monotonic() - started)
-        total += PurgeResult(int(deleted), 1)
-        after = last
-    return total
 
 
 # --- both -----------------------------------------------------------------------------------
