@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import pytest
 import redis
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Connection, Engine, insert
 
 from examctl.db.schema import exam_attempts
 from examctl.errors import JobSkipped, ServiceUnavailable
-from examctl.jobs.clean_redis import CleanResult, clean_redis
+from examctl.jobs import clean_redis as clean_redis_module
+from examctl.jobs.clean_redis import CleanResult, attempt_statuses, clean_redis
 from examctl.stores.redis_sessions import RedisSessions
 from tests.factories import make_attempt, make_exam, now_of, put_session
 from tests.servers import free_port
@@ -111,7 +112,7 @@ def test_clean_redis__unknown_attempt_recent_key__kept_until_idle(
 
 
 def test_clean_redis__batches__one_database_query_each(
-    pg_engine: Engine, redis_url: str, redis_client: redis.Redis
+    pg_engine: Engine, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exam = make_exam(pg_engine)
     attempt = make_attempt(pg_engine, exam, deadline_at=now_of(pg_engine))
@@ -120,13 +121,18 @@ def test_clean_redis__batches__one_database_query_each(
     for _ in range(299):
         pipe.hset(f"{PREFIX}{uuid.uuid4()}", "user_id", "u")
     pipe.execute()
-    statements: list[str] = []
-    event.listen(pg_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    lookups: list[int] = []
+
+    def counted(conn: Connection, attempt_ids: Sequence[str]) -> dict[str, bool]:
+        lookups.append(len(attempt_ids))
+        return attempt_statuses(conn, attempt_ids)  # the real query, on the real database
+
+    monkeypatch.setattr(clean_redis_module, "attempt_statuses", counted)
 
     result = clean_redis(pg_engine, RedisSessions(redis_url, PREFIX), scan_count=100)
 
-    lookups = [s for s in statements if "FROM exam_attempts" in s]
     assert result == CleanResult(scanned=300, deleted=0, kept=300)
+    assert sum(lookups) == 300
     assert 3 <= len(lookups) <= 10  # one per SCAN reply (COUNT is a hint), never one per key
 
 
