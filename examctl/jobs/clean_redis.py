@@ -15,7 +15,7 @@ the last read or write), while the session of an attempt that really is gone has
 for far longer. A key of an IN_PROGRESS attempt is never deleted, overdue or not: finish-expired
 still needs its answers.
 
-Replies are checked by two worker threads (each with its own database connection) while the next
+Replies are checked by four worker threads (each with its own database connection) while the next
 SCAN is on its way, so Redis, PostgreSQL and Python work at the same time.
 
 SCAN may return a key twice (when Redis resizes its table); keys are de-duplicated per run, so
@@ -42,7 +42,7 @@ from examctl.stores.redis_sessions import SCAN_COUNT, RedisSessions
 logger = logging.getLogger(__name__)
 
 DEFAULT_MIN_IDLE_SECONDS = 600
-LOOKUP_WORKERS = 2
+LOOKUP_WORKERS = 4
 
 # One round trip, one row. The ids travel as one comma-separated string and come back as two
 # (several times cheaper for the driver than arrays of 1,000 UUIDs each way). Each id is looked

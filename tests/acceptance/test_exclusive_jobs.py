@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 from sqlalchemy import Engine
 
@@ -63,22 +64,21 @@ def _frozen(server: RedisServer) -> Iterator[None]:
         server.process.send_signal(signal.SIGCONT)
 
 
-def _stale_session(engine: Engine, client: redis.Redis) -> None:
+@pytest.fixture
+def clean_args(
+    db_url: str, engine: Engine, redis_url: str, redis_client: redis.Redis
+) -> tuple[str, ...]:
+    """A clean-redis command line, and one stale session for it to delete."""
     exam = make_exam(engine)
-    put_session(
-        client, make_attempt(engine, exam, deadline_at=now_of(engine), status="EXPIRED"), {}
-    )
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine), status="EXPIRED")
+    put_session(redis_client, attempt, {})
+    return ("clean-redis", "--json", "--database-url", db_url, "--redis-url", redis_url)
 
 
 def test_clean_redis__second_run_while_first_holds_lock__skipped_exit_0(
-    db_url: str,
-    engine: Engine,
-    redis_server: RedisServer,
-    redis_url: str,
-    redis_client: redis.Redis,
+    db_url: str, engine: Engine, redis_server: RedisServer, clean_args: tuple[str, ...]
 ) -> None:
-    _stale_session(engine, redis_client)
-    args = ("clean-redis", "--json", "--database-url", db_url, "--redis-url", redis_url)
+    args = clean_args
     with _frozen(redis_server):
         first = spawn_examctl(*args)
         _wait(lambda: _lock_held(db_url, "clean-redis"))
@@ -97,14 +97,9 @@ def test_clean_redis__second_run_while_first_holds_lock__skipped_exit_0(
 
 
 def test_clean_redis__holder_killed__lock_free_at_once(
-    db_url: str,
-    engine: Engine,
-    redis_server: RedisServer,
-    redis_url: str,
-    redis_client: redis.Redis,
+    db_url: str, engine: Engine, redis_server: RedisServer, clean_args: tuple[str, ...]
 ) -> None:
-    _stale_session(engine, redis_client)
-    args = ("clean-redis", "--json", "--database-url", db_url, "--redis-url", redis_url)
+    args = clean_args
     with _frozen(redis_server):
         holder = spawn_examctl(*args)
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -85,12 +85,18 @@ def test_purge_proctoring__days_zero__usage_error(engine: Engine) -> None:
 # --- partitioned table (PostgreSQL) -------------------------------------------------------------
 
 
+def _partitioned_sample(engine: Engine) -> tuple[datetime, list[str]]:
+    """30-day partitions (see monthly_bounds) holding an event every 12 h for 300 days."""
+    now, bounds = monthly_bounds(engine)
+    names = partition_events_table(engine, bounds=bounds)
+    add_events(engine, count=600, newest=now - 6 * HOUR, step=12 * HOUR)
+    return now, names
+
+
 def test_purge_proctoring__partitioned__old_partitions_dropped_boundary_batched(
     pg_engine: Engine,
 ) -> None:
-    now, bounds = monthly_bounds(pg_engine)
-    names = partition_events_table(pg_engine, bounds=bounds)
-    add_events(pg_engine, count=600, newest=now - 6 * HOUR, step=12 * HOUR)
+    now, names = _partitioned_sample(pg_engine)
     old = count_events(pg_engine, older_than=now - 90 * DAY)
 
     result = purge_proctoring(pg_engine, days=90, batch_size=20)
@@ -105,9 +111,7 @@ def test_purge_proctoring__partitioned__old_partitions_dropped_boundary_batched(
 
 
 def test_purge_proctoring__partitioned_dry_run__counts_every_event(pg_engine: Engine) -> None:
-    now, bounds = monthly_bounds(pg_engine)
-    names = partition_events_table(pg_engine, bounds=bounds)
-    add_events(pg_engine, count=600, newest=now - 6 * HOUR, step=12 * HOUR)
+    _, names = _partitioned_sample(pg_engine)
 
     result = purge_proctoring(pg_engine, days=90, batch_size=20, dry_run=True)
 
@@ -132,9 +136,7 @@ def test_purge_proctoring__partitioned_with_default__plain_detach_used(pg_engine
 def test_purge_proctoring__partition_detached_by_killed_run__dropped_and_counted(
     pg_engine: Engine,
 ) -> None:
-    now, bounds = monthly_bounds(pg_engine)
-    names = partition_events_table(pg_engine, bounds=bounds)
-    add_events(pg_engine, count=600, newest=now - 6 * HOUR, step=12 * HOUR)
+    _, names = _partitioned_sample(pg_engine)
     with pg_engine.begin() as conn:  # what a run killed between DETACH and DROP leaves
         conn.execute(text(f"COMMENT ON TABLE {names[0]} IS '{DROP_MARK}'"))
         conn.execute(text(f"ALTER TABLE proctoring_events DETACH PARTITION {names[0]}"))
@@ -147,9 +149,7 @@ def test_purge_proctoring__partition_detached_by_killed_run__dropped_and_counted
 
 
 def test_purge_proctoring__detach_left_pending__finalized(pg_url: str, pg_engine: Engine) -> None:
-    now, bounds = monthly_bounds(pg_engine)
-    names = partition_events_table(pg_engine, bounds=bounds)
-    add_events(pg_engine, count=600, newest=now - 6 * HOUR, step=12 * HOUR)
+    _, names = _partitioned_sample(pg_engine)
     _leave_detach_pending(pg_url, names[0])
 
     result = purge_proctoring(pg_engine, days=90, batch_size=1000)
