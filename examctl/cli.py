@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import click
 import typer
+
+# Typer >= 0.26 vendors Click (typer._click) and no longer installs the `click` package: its
+# usage errors must be caught as Typer's, or `--bogus` ends in a traceback instead of exit 2.
+from typer._click import exceptions as click_errors
 
 from examctl.errors import ExamctlError, UsageError
 from examctl.settings import Settings
@@ -118,25 +121,6 @@ def resolve(
     return settings
 
 
-def _click_errors(name: str) -> tuple[type[Exception], ...]:
-    """Click's exception `name`, and its twin from the copy of click that typer >= 0.2x ships
-    (typer._click): the parser raises the latter, so catching click's alone misses them."""
-    found: list[type[Exception]] = [getattr(click.exceptions, name)]
-    with contextlib.suppress(ImportError, AttributeError):
-        from typer._click import exceptions as vendored
-
-        found.append(getattr(vendored, name))
-    return tuple(found)
-
-
-_PASS_THROUGH: tuple[type[Exception], ...] = (
-    typer.Exit,
-    click.exceptions.Exit,
-    *_click_errors("ClickException"),
-)
-_ABORT: tuple[type[Exception], ...] = (typer.Abort, *_click_errors("Abort"))
-
-
 @contextlib.contextmanager
 def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
     """The one place that turns errors into a line on stderr and an exit code."""
@@ -146,7 +130,7 @@ def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
         from examctl.logs import scrub
 
         _fail(scrub(str(error), secrets()), error.exit_code)
-    except _PASS_THROUGH:
+    except (typer.Exit, click_errors.ClickException):
         raise
     except Exception as error:  # a bug: keep the traceback in the log
         from examctl.logs import scrub
@@ -161,9 +145,12 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def finish(report: JobReport, *, as_json: bool) -> NoReturn:
+    """Render the report on stdout; a failed run also gets its one error line on stderr."""
     from examctl.render import render_report
 
     render_report(report, as_json=as_json)
+    if report.status == "failed":
+        _fail(report.error or "the job failed", report.exit_code)
     raise typer.Exit(code=report.exit_code)
 
 
@@ -460,18 +447,23 @@ def main() -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="examctl", standalone_mode=False)
-    except _click_errors("NoArgsIsHelpError") as error:
-        context = getattr(error, "ctx", None)
-        typer.echo(context.get_help() if context else "", err=False)
+    except click_errors.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else "")
         code = 0
-    except _click_errors("UsageError") as error:
-        message = error.format_message()  # type: ignore[attr-defined]
-        sys.stderr.write(f"examctl: error: {message}\n")
+    except click_errors.UsageError as error:
+        sys.stderr.write(f"examctl: error: {_usage_message(error)}\n")
         code = UsageError.exit_code
-    except _ABORT:
+    except typer.Abort:
         sys.stderr.write("examctl: aborted\n")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(error: click_errors.UsageError) -> str:
+    """Click's message, prefixed with the command, on one line."""
+    where = error.ctx.command_path if error.ctx else "examctl"
+    message = " ".join(error.format_message().split())
+    return f"{where}: {message} (see '{where} --help')"
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ class Resources:
 @contextlib.contextmanager
 def open_resources(settings: Settings, *, use_redis: bool = True) -> Iterator[Resources]:
     """Connect to the database (exit 3 if it is unreachable) and prepare Redis if configured."""
-    from examctl.db.engine import check_connection, make_engine
+    from examctl.db.engine import check_connection, make_engine, translate_db_errors
 
     engine = make_engine(settings.database_url)
     sessions = None
@@ -56,7 +56,8 @@ def open_resources(settings: Settings, *, use_redis: bool = True) -> Iterator[Re
             from examctl.stores.redis_sessions import RedisSessions
 
             sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
-        yield Resources(settings, engine, sessions)
+        with translate_db_errors(engine):
+            yield Resources(settings, engine, sessions)
     finally:
         if sessions is not None:
             sessions.close()

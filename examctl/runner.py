@@ -18,12 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, exc, insert, update
+from sqlalchemy import Engine, insert, update
 
 from examctl.db.engine import db_now, translate_db_errors
 from examctl.db.locks import advisory_lock
 from examctl.db.schema import job_runs
-from examctl.errors import ExamctlError, JobSkipped, UsageError
+from examctl.errors import ExamctlError, JobSkipped
 from examctl.history import last_success_query
 from examctl.logs import scrub
 
@@ -163,23 +163,16 @@ def _counts(result: object) -> dict[str, Any]:
 
 
 def _record_start(engine: Engine, job: str, dry_run: bool) -> int:
-    try:
-        with translate_db_errors(engine), engine.begin() as conn:
-            row = {
-                "job": job,
-                "started_at": db_now(conn),
-                "status": "running",
-                "dry_run": dry_run,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-            return int(
-                conn.execute(insert(job_runs).values(row).returning(job_runs.c.id)).scalar_one()
-            )
-    except (exc.ProgrammingError, exc.OperationalError) as error:
-        raise UsageError(
-            "the database lacks examctl's tables: run `examctl db init` first"
-        ) from error
+    row = {
+        "job": job,
+        "status": "running",
+        "dry_run": dry_run,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    with translate_db_errors(engine), engine.begin() as conn:
+        statement = insert(job_runs).values(started_at=db_now(conn), **row)
+        return int(conn.execute(statement.returning(job_runs.c.id)).scalar_one())
 
 
 def _record_end(engine: Engine, run_id: int, report: JobReport) -> datetime | None:
