@@ -54,7 +54,7 @@ def test_purge_proctoring__bad_option__exit_2_nothing_deleted(
     result = invoke("purge-proctoring", *args, "--database-url", sqlite_url)
 
     assert result.exit_code == 2
-    assert result.error_line.startswith(f"examctl: error: {message}")
+    assert result.error_line.startswith(f"examctl: error: examctl purge-proctoring: {message}")
     assert count_events(engine) == 3
 
 
@@ -101,7 +101,7 @@ def test_clean_redis__redis_unreachable__exit_3_recorded_failed(sqlite_url: str)
     result = invoke("clean-redis", "--database-url", sqlite_url, "--redis-url", url)
 
     assert result.exit_code == 3
-    assert "Redis unreachable at redis://:***@127.0.0.1" in result.stdout
+    assert result.error_line.startswith("examctl: error: Redis unreachable at redis://:***@127.")
     assert "hunter22" not in result.stdout + result.stderr
     row = _history(sqlite_url, "clean-redis")[0]
     assert row["status"] == "failed" and "hunter22" not in json.dumps(row)
