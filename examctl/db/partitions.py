@@ -92,22 +92,26 @@ def count_rows(conn: Connection, table: str) -> int:
     return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
 
 
-def drop_table_counted(engine: Engine, table: str) -> int:
-    """Count a detached table's rows and drop it, in one transaction; returns the count."""
+def drop_tables_counted(engine: Engine, tables: list[str]) -> int:
+    """Count the rows of detached tables and drop them all, in one transaction; returns the rows.
+
+    One DROP for all: PostgreSQL then sweeps shared buffers for the dropped files once, not once
+    per table (on a large shared_buffers that sweep is most of a DROP's time)."""
+    if not tables:
+        return 0
     started = time.monotonic()
     with engine.begin() as conn:
-        rows = count_rows(conn, table)
-        conn.exec_driver_sql(f"DROP TABLE {table}")
+        counts = {table: count_rows(conn, table) for table in tables}
+        conn.exec_driver_sql(f"DROP TABLE {', '.join(tables)}")
     logger.info(
-        "partition dropped",
+        "partitions dropped",
         extra={
-            "action": "partition_dropped",
-            "table": table,
-            "rows": rows,
+            "action": "partitions_dropped_rows",
+            "tables": counts,
             "duration_s": round(time.monotonic() - started, 4),
         },
     )
-    return rows
+    return sum(counts.values())
 
 
 def detach(engine: Engine, parent: str, partition: Partition, *, concurrently: bool) -> bool:

@@ -155,15 +155,15 @@ def _drop_old_partitions(engine: Engine, cutoff: datetime) -> PurgeResult:
         concurrently = partitions.can_detach_concurrently(conn, found)
         orphans = partitions.orphaned_tables(conn)
     started = time.monotonic()
-    result = PurgeResult()
-    for table in orphans:
-        result += PurgeResult(partitions.drop_table_counted(engine, table), 1)
+    detached = list(orphans)
     # A pending detach first: PostgreSQL allows no other concurrent detach until it is done.
     for partition in sorted(found, key=lambda p: not p.detach_pending):
         if partition.before(cutoff) and partitions.detach(
             engine, TABLE, partition, concurrently=concurrently
         ):
-            result += PurgeResult(partitions.drop_table_counted(engine, partition.name), 1)
+            detached.append(partition.name)
+    # Killed from here on, the detached tables stay marked: the next run drops and counts them.
+    result = PurgeResult(partitions.drop_tables_counted(engine, detached), len(detached))
     if result.batches:
         logger.info(
             "old partitions dropped",
