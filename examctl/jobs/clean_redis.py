@@ -24,6 +24,7 @@ SCAN may return a key twice (when Redis resizes its table); keys are de-duplicat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -33,6 +34,7 @@ from dataclasses import dataclass, fields
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import DBAPIError
 
 from examctl.db.engine import is_postgres
 from examctl.db.schema import STATUS_IN_PROGRESS, exam_attempts
@@ -44,16 +46,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_MIN_IDLE_SECONDS = 600
 LOOKUP_WORKERS = 4
 
-# One round trip, one row. The ids travel as one comma-separated string and come back as two
-# (several times cheaper for the driver than arrays of 1,000 UUIDs each way). Each id is looked
-# up by primary key in a sub-select: a plain `id = ANY(…)` let the planner pick a sequential
-# scan of every attempt once the list is long, costing time in proportion to the table.
+# One round trip, one row: the ids travel as one comma-separated string and come back as two
+# (several times cheaper for the driver than arrays of 1,000 UUIDs each way).
 _PG_STATUSES = (
     "SELECT string_agg(id::text, ',') FILTER (WHERE status = %(live)s), "
     "string_agg(id::text, ',') FILTER (WHERE status <> %(live)s) "
-    "FROM (SELECT k.id, (SELECT a.status FROM exam_attempts a WHERE a.id = k.id) AS status "
-    "FROM unnest(string_to_array(%(ids)s, ',')::uuid[]) AS k (id) OFFSET 0) AS found"
+    "FROM exam_attempts WHERE id = ANY(string_to_array(%(ids)s, ',')::uuid[])"
 )
+# Knowing the list's length, the planner picks a sequential scan of every attempt for a long
+# one on a table of up to a few hundred thousand rows, which then costs each lookup time in
+# proportion to the table. The lookup connections therefore price sequential scans out (and
+# reset that before they go back to the pool): the primary key serves every lookup.
+_PG_LOOKUP_SETTINGS = "SET enable_seqscan = off"
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,7 @@ class _Lookups:
             conn = self.engine.connect()
             if is_postgres(conn):
                 conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql(_PG_LOOKUP_SETTINGS)
             self.local.conn = conn
             with self.lock:
                 self.opened.append(conn)
@@ -173,4 +178,7 @@ class _Lookups:
 
     def __exit__(self, *_: object) -> None:
         for conn in self.opened:
+            if is_postgres(conn) and not conn.invalidated:
+                with contextlib.suppress(DBAPIError):
+                    conn.exec_driver_sql("RESET enable_seqscan")
             conn.close()
