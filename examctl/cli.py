@@ -465,6 +465,128 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+# --- purge-proctoring, clean-redis, status ---------------------------------------------------
+
+RetentionDays = Annotated[
+    int,
+    typer.Option(
+        "--days", min=1, max=36_500, help="Events older than this many days are past retention."
+    ),
+]
+
+
+@app.command("purge-proctoring")
+def purge_proctoring_command(
+    days: RetentionDays = 90,
+    batch_size: Annotated[
+        int,
+        typer.Option("--batch-size", min=1, max=1_000_000, help="Events per transaction."),
+    ] = 10_000,
+    dry_run: DryRun = False,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    log_format: LogFormat = None,
+    metrics_dir: MetricsDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Delete proctoring events past retention in short batches; drop whole old partitions.
+
+    Example: examctl purge-proctoring --days 90 --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, None, None, log_format, metrics_dir, verbose)
+    with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
+        from examctl.jobs.purge_proctoring import purge_proctoring
+
+        report = res.run_job(
+            "purge-proctoring",
+            lambda: purge_proctoring(res.engine, days=days, batch_size=batch_size, dry_run=dry_run),
+            dry_run=dry_run,
+            exclusive=True,
+        )
+    finish(report, as_json=as_json)
+
+
+@app.command("clean-redis")
+def clean_redis_command(
+    min_idle_minutes: Annotated[
+        int,
+        typer.Option(
+            "--min-idle-minutes",
+            min=0,
+            max=10_080,
+            help="A session whose attempt does not exist is deleted only once idle this long.",
+        ),
+    ] = 10,
+    dry_run: DryRun = False,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    redis_prefix: RedisPrefix = None,
+    log_format: LogFormat = None,
+    metrics_dir: MetricsDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Delete Redis sessions of finished or unknown attempts and malformed keys.
+
+    Example: examctl clean-redis --redis-url redis://cache:6379/0 --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, redis_url, redis_prefix, log_format, metrics_dir, verbose)
+    with reported_errors(settings.secrets), opened(settings) as res:
+        from examctl.jobs.clean_redis import clean_redis
+
+        report = res.run_job(
+            "clean-redis",
+            lambda: clean_redis(
+                res.engine,
+                res.sessions,
+                dry_run=dry_run,
+                min_idle_seconds=min_idle_minutes * 60,
+            ),
+            dry_run=dry_run,
+            exclusive=True,
+            notes=[_redis_note(settings, False)],
+        )
+    finish(report, as_json=as_json)
+
+
+@app.command("status")
+def status_command(
+    days: RetentionDays = 90,
+    archive_days: Annotated[
+        int,
+        typer.Option(
+            "--archive-days", min=1, max=36_500, help="Attempts finished longer ago are due."
+        ),
+    ] = 180,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    redis_prefix: RedisPrefix = None,
+    log_format: LogFormat = None,
+    verbose: Verbose = False,
+) -> None:
+    """Show pending work (in progress, overdue, past retention, due for archive) and job runs.
+
+    Example: examctl status --json
+    """
+    with reported_errors():
+        settings = resolve(database_url, redis_url, redis_prefix, log_format, None, verbose)
+    with reported_errors(settings.secrets), opened(settings) as res:
+        from examctl.status import collect_status, render_status
+
+        status = collect_status(
+            res.engine, res.sessions, retention_days=days, archive_days=archive_days
+        )
+    if as_json:
+        from examctl.render import print_json
+
+        print_json(status.as_json())
+        return
+    render_status(status)
+
+
 # --- demo -----------------------------------------------------------------------------------
 
 

@@ -30,3 +30,7 @@ class ServiceUnavailable(ExamctlError):
     """PostgreSQL, Redis or S3 could not be reached."""
 
     exit_code = 3
+
+
+class JobSkipped(Exception):
+    """Nothing the job may work on (e.g. no Redis configured): recorded `skipped`, exit 0."""

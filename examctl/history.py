@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, select
 
 from examctl.db.schema import job_runs
 
@@ -24,3 +24,22 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
         if row[key] is not None:
             row[key] = row[key].isoformat()
     return row
+
+
+def last_run_query(job: str) -> Select[Any]:
+    """The newest run of `job` (served by ix_examctl_job_runs_job_started)."""
+    runs = job_runs.c
+    query = select(runs.started_at, runs.finished_at, runs.status, runs.dry_run)
+    return query.where(runs.job == job).order_by(runs.started_at.desc()).limit(1)
+
+
+def last_success_query(job: str) -> Select[Any]:
+    """When `job` last finished a real (not dry) run successfully: newest start first, so the
+    (job, started_at) index serves it however long the history grows."""
+    runs = job_runs.c
+    return (
+        select(runs.finished_at)
+        .where(runs.job == job, runs.status == "ok", runs.dry_run.is_(False))
+        .order_by(runs.started_at.desc())
+        .limit(1)
+    )

@@ -32,14 +32,16 @@ def write_job_metrics(
         g.labels(**labels, **extra).set(value)
 
     gauge("examctl_last_run_timestamp_seconds", "End of the last run.", finished_at.timestamp())
-    if last_success is not None:
-        gauge(
-            "examctl_last_success_timestamp_seconds",
-            "End of the last successful run.",
-            last_success.timestamp(),
-        )
+    # 0 when the job never succeeded: the staleness alert then fires at once instead of
+    # silently lacking a series to compare.
+    gauge(
+        "examctl_last_success_timestamp_seconds",
+        "End of the last successful (not dry) run; 0 if none.",
+        last_success.timestamp() if last_success is not None else 0,
+    )
     gauge("examctl_last_run_duration_seconds", "Duration of the last run.", report.duration_s)
     gauge("examctl_last_run_exit_code", "Exit code of the last run.", report.exit_code)
+    gauge("examctl_last_run_dry_run", "1 if the last run was a dry run.", int(report.dry_run))
     status = Gauge(
         "examctl_last_run_status",
         "1 for the status of the last run.",

@@ -18,12 +18,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, update
 
 from examctl.db.engine import db_now, translate_db_errors
 from examctl.db.locks import advisory_lock
 from examctl.db.schema import job_runs
-from examctl.errors import ExamctlError
+from examctl.errors import ExamctlError, JobSkipped
+from examctl.history import last_success_query
 from examctl.logs import scrub
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,11 @@ def run_job(
     if exclusive:
         with advisory_lock(ctx.engine, job) as acquired:
             if not acquired:
-                logger.info("another %s run holds the lock; skipped", job, extra={"job": job})
+                logger.info(
+                    "another %s run holds the lock; skipped",
+                    job,
+                    extra={"job": job, "action": "lock_busy"},
+                )
                 return _finish(ctx, run_id, job, dry_run, started, status="skipped")
             return _run(ctx, run_id, job, work, dry_run, started)
     return _run(ctx, run_id, job, work, dry_run, started)
@@ -94,6 +99,9 @@ def _run(
     try:
         with translate_db_errors(ctx.engine):
             result = work()
+    except JobSkipped as skip:
+        logger.info("%s skipped: %s", job, skip, extra={"job": job, "action": "job_skipped"})
+        return _finish(ctx, run_id, job, dry_run, started, status="skipped")
     except ExamctlError as error:
         message = scrub(str(error), ctx.secrets)
         logger.error("%s failed: %s", job, message, extra={"job": job})
@@ -210,11 +218,5 @@ def record_run(engine: Engine, report: JobReport, *, span_s: float) -> None:
 
 
 def last_success_at(engine: Engine, job: str) -> datetime | None:
-    query = (
-        select(job_runs.c.finished_at)
-        .where(job_runs.c.job == job, job_runs.c.status == "ok", job_runs.c.dry_run.is_(False))
-        .order_by(job_runs.c.finished_at.desc())
-        .limit(1)
-    )
     with engine.connect() as conn:
-        return conn.execute(query).scalar_one_or_none()
+        return conn.execute(last_success_query(job)).scalar_one_or_none()

@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, exc, text
 
 from examctl.db.engine import is_postgres
+
+logger = logging.getLogger(__name__)
 
 
 def lock_key(name: str) -> int:
@@ -45,8 +48,18 @@ def _postgres_lock(engine: Engine, name: str) -> Iterator[bool]:
             yield acquired
         finally:
             if acquired:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                _postgres_unlock(conn, key, name)
+
+
+def _postgres_unlock(conn: Connection, key: int, name: str) -> None:
+    try:
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        conn.commit()
+    except exc.DBAPIError:
+        # The session is gone, and the server released its lock with it: nothing to undo, and
+        # no reason to hide the job's own outcome behind this error.
+        logger.warning("lock connection lost; the server released the lock", extra={"lock": name})
+        conn.invalidate()
 
 
 @contextlib.contextmanager

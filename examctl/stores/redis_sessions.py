@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,22 @@ from examctl.settings import redact_url
 logger = logging.getLogger(__name__)
 
 ANSWER_FIELD_PREFIX = b"answer:"
+# Keys per SCAN call: each call costs Redis a millisecond or so, never a long stall.
+SCAN_COUNT = 1000
+UNLINK_CHUNK = 1000
+# KEYS: candidate keys; ARGV: minimum idle seconds, "1" to unlink or "0" to count only.
+_UNLINK_IF_IDLE = """
+local n = 0
+for _, key in ipairs(KEYS) do
+  local idle = redis.pcall('OBJECT', 'IDLETIME', key)
+  if type(idle) == 'number' and idle >= tonumber(ARGV[1]) then
+    if ARGV[2] == '1' then redis.call('UNLINK', key) end
+    n = n + 1
+  end
+end
+return n
+"""
+_CANONICAL_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -38,10 +56,12 @@ class RedisSessions:
 
     def __init__(self, url: str, prefix: str) -> None:
         self.prefix = prefix
+        self._prefix_length = len(prefix.encode())
         self.display_url = redact_url(url)
         self.client = redis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
         )
+        self._unlink_if_idle = self.client.register_script(_UNLINK_IF_IDLE)
 
     def key(self, attempt_id: UUID) -> str:
         return f"{self.prefix}{attempt_id}"
@@ -67,6 +87,67 @@ class RedisSessions:
             return 0
         with self.unreachable_is_fatal():
             return int(self.client.unlink(*keys))
+
+    def scan_batches(self, count: int = SCAN_COUNT) -> Iterator[list[bytes]]:
+        """SCAN `{prefix}*`, one list of keys per reply. A key may come twice (SCAN's contract).
+
+        The next SCAN call is already on its way while the caller works on a reply."""
+        pattern = _glob_escape(self.prefix) + "*"
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan") as prefetch:
+            reply = prefetch.submit(self._scan, 0, pattern, count)
+            while True:
+                cursor, keys = reply.result()
+                if cursor != 0:
+                    reply = prefetch.submit(self._scan, cursor, pattern, count)
+                if keys:
+                    yield keys
+                if cursor == 0:
+                    return
+
+    def _scan(self, cursor: int, pattern: str, count: int) -> tuple[int, list[bytes]]:
+        with self.unreachable_is_fatal():
+            return self.client.scan(cursor, match=pattern, count=count)
+
+    def attempt_id_of(self, key: bytes) -> str | None:
+        """The attempt id (canonical UUID text) a session key names, None if it names none."""
+        suffix = key[self._prefix_length :]
+        if len(suffix) == 36 and _CANONICAL_UUID.fullmatch(suffix):
+            return suffix.decode("ascii")
+        try:
+            return str(UUID(suffix.decode("ascii")))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def unlink_stale(
+        self,
+        keys: Sequence[bytes],
+        if_idle: Sequence[bytes],
+        min_idle_seconds: int,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        """UNLINK `keys`, and those of `if_idle` idle for at least `min_idle_seconds`, in one
+        round trip; returns how many of `if_idle` were (or, with dry_run, would be) unlinked.
+
+        The idle check and the UNLINK run in one script, so a key that is written meanwhile
+        cannot be deleted on a stale reading. A key whose idle time Redis cannot give (an LFU
+        maxmemory-policy) stays."""
+        with self.unreachable_is_fatal():
+            pipe = self.client.pipeline(transaction=False)
+            for start in range(0, len(keys) if not dry_run else 0, UNLINK_CHUNK):
+                pipe.unlink(*keys[start : start + UNLINK_CHUNK])
+            if if_idle:
+                flag = "0" if dry_run else "1"
+                self._unlink_if_idle(if_idle, [min_idle_seconds, flag], client=pipe)
+            replies = pipe.execute()
+        return int(replies[-1]) if if_idle else 0
+
+    def count_keys(self) -> int:
+        """How many session keys exist (a full SCAN; a key seen twice counts once)."""
+        seen: set[bytes] = set()
+        for keys in self.scan_batches():
+            seen.update(keys)
+        return len(seen)
 
     def close(self) -> None:
         self.client.close()
@@ -112,6 +193,10 @@ def _parse_answer(name: bytes, raw: bytes) -> RedisAnswer | None:
         return None
     # A time without a zone is taken as UTC, the platform's convention.
     return RedisAnswer(question_id, value, at if at.tzinfo else at.replace(tzinfo=UTC))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
 
 
 def _first_line(error: Exception) -> str:
