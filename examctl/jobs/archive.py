@@ -213,6 +213,7 @@ def _recover_run(engine: Engine, store: ArchiveStore, run: RunRecord) -> None:
         )
         _reached("discarded")
     status = "recovered" if run.status == "running" else "partial"
+    store.remove(archive_log.manifest_key(run.id))  # with what a killed writer left of it
     manifest = write_manifest(engine, store, run, status=status)
     archive_log.finish_run(
         engine,

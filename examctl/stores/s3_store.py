@@ -133,6 +133,7 @@ class S3Store:
 
     def close(self) -> None:
         shutil.rmtree(self._staging, ignore_errors=True)
+        self.client.close()
 
     def _key(self, key: str) -> str:
         return f"{self.destination.prefix}/{key}" if self.destination.prefix else key

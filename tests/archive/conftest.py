@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
 
-from tests.archive.support import s3_client, use_s3
+from examctl.stores.archive_store import ArchiveStore, Encryption, open_store, parse_destination
+from tests.archive.support import StoreAt, s3_client, use_s3
 from tests.factories import Exam, make_exam
 from tests.servers import MotoServer
 
@@ -24,3 +26,17 @@ def bucket(s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def exam(engine: Engine) -> Exam:
     return make_exam(engine)
+
+
+@pytest.fixture
+def store_at() -> Iterator[StoreAt]:
+    """`store_at(dest, encryption=None)`: a store, closed when the test ends."""
+    opened: list[ArchiveStore] = []
+
+    def open_at(dest: str, encryption: Encryption | None = None) -> ArchiveStore:
+        opened.append(open_store(parse_destination(dest), encryption))
+        return opened[-1]
+
+    yield open_at
+    for store in opened:
+        store.close()

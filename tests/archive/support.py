@@ -11,7 +11,7 @@ import json
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from examctl.db.schema import exam_attempts
+from examctl.stores.archive_store import ArchiveStore
 from tests.factories import Exam, make_attempt, now_of
 from tests.servers import MotoServer
+
+StoreAt = Callable[..., ArchiveStore]  # the store_at fixture: store_at(dest, encryption=None)
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing-key-id",
@@ -38,7 +41,17 @@ def use_s3(monkeypatch: pytest.MonkeyPatch, server: MotoServer) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
+_clients: dict[str, Any] = {}
+
+
 def s3_client(server: MotoServer) -> Any:
+    """One client per server for the whole session (a client per call leaks sockets)."""
+    if server.endpoint_url not in _clients:
+        _clients[server.endpoint_url] = _new_client(server)
+    return _clients[server.endpoint_url]
+
+
+def _new_client(server: MotoServer) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=server.endpoint_url,

@@ -14,8 +14,8 @@ from sqlalchemy import Engine, insert, select, update
 from examctl.db.schema import archive_runs, archived_objects, attempt_answers, proctoring_events
 from examctl.jobs import archive as archive_job
 from examctl.jobs.archive import ArchiveResult, archive
-from examctl.stores.archive_store import open_store, parse_destination
 from tests.archive.support import (
+    StoreAt,
     assert_live_xor_in_one_manifest,
     live_ids,
     local_files,
@@ -25,12 +25,8 @@ from tests.archive.support import (
 from tests.factories import Exam, make_attempt, now_of
 
 
-def local(path: Path):  # type: ignore[no-untyped-def]
-    return open_store(parse_destination(str(path)))
-
-
 def test_archive__old_finished_attempts__stored_verified_then_deleted(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     old = seed_finished(engine, exam, [200, 200.01, 190], answers=3, events=2)
     old += seed_finished(engine, exam, [181], status="ABANDONED", answers=0, events=0)
@@ -39,7 +35,7 @@ def test_archive__old_finished_attempts__stored_verified_then_deleted(
     running = make_attempt(engine, exam, deadline_at=now - timedelta(days=300))
     dest = tmp_path / "archive"
 
-    result = archive(engine, local(dest), days=180)
+    result = archive(engine, store_at(str(dest)), days=180)
 
     files = local_files(dest)
     assert result == ArchiveResult(
@@ -64,12 +60,12 @@ def test_archive__old_finished_attempts__stored_verified_then_deleted(
 
 
 def test_archive__local_directory__private_modes(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     seed_finished(engine, exam, [200])
     dest = tmp_path / "archive"
 
-    archive(engine, local(dest), days=180)
+    archive(engine, store_at(str(dest)), days=180)
 
     paths = [dest, *dest.rglob("*")]
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in paths}
@@ -78,7 +74,7 @@ def test_archive__local_directory__private_modes(
 
 
 def test_archive__days_and_size_bound__one_utc_day_per_object(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     late = datetime(2020, 3, 1, 23, 59, 59, 999999, tzinfo=UTC)
     ids = [make_attempt(engine, exam, deadline_at=late, status="EXPIRED", finished_at=late)]
@@ -87,7 +83,7 @@ def test_archive__days_and_size_bound__one_utc_day_per_object(
         ids.append(make_attempt(engine, exam, deadline_at=at, status="SUBMITTED", finished_at=at))
     dest = tmp_path / "archive"
 
-    result = archive(engine, local(dest), days=1, max_object_attempts=2)
+    result = archive(engine, store_at(str(dest)), days=1, max_object_attempts=2)
 
     (manifest,) = manifests(local_files(dest))
     run = manifest["run_id"]
@@ -101,13 +97,13 @@ def test_archive__days_and_size_bound__one_utc_day_per_object(
 
 
 def test_archive__dry_run__counts_and_changes_nothing(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     seed_finished(engine, exam, [200, 200, 201, 202], answers=2, events=3)
     before = live_ids(engine)
     dest = tmp_path / "archive"
 
-    result = archive(engine, local(dest), days=180, max_object_attempts=1, dry_run=True)
+    result = archive(engine, store_at(str(dest)), days=180, max_object_attempts=1, dry_run=True)
 
     assert result == ArchiveResult(attempts=4, answers=8, events=12, objects=4, bytes=0)
     assert live_ids(engine) == before
@@ -117,12 +113,12 @@ def test_archive__dry_run__counts_and_changes_nothing(
 
 
 def test_archive__nothing_due__empty_manifest_still_written(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     kept = seed_finished(engine, exam, [30])
     dest = tmp_path / "archive"
 
-    assert archive(engine, local(dest), days=180) == ArchiveResult()
+    assert archive(engine, store_at(str(dest)), days=180) == ArchiveResult()
 
     (manifest,) = manifests(local_files(dest))
     assert manifest["objects"] == [] and manifest["status"] == "complete"
@@ -130,7 +126,7 @@ def test_archive__nothing_due__empty_manifest_still_written(
 
 
 def test_archive__rows_added_after_export__object_discarded_rows_stay_live(
-    engine: Engine, exam: Exam, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (attempt,) = seed_finished(engine, exam, [200], events=1)
     dest = tmp_path / "archive"
@@ -142,7 +138,7 @@ def test_archive__rows_added_after_export__object_discarded_rows_stay_live(
                 conn.execute(insert(proctoring_events).values(row))
 
     monkeypatch.setattr(archive_job, "_reached", late_event)
-    assert archive(engine, local(dest), days=180) == ArchiveResult()
+    assert archive(engine, store_at(str(dest)), days=180) == ArchiveResult()
 
     assert live_ids(engine) == {attempt}
     assert manifests(local_files(dest))[0]["objects"] == []
@@ -151,11 +147,11 @@ def test_archive__rows_added_after_export__object_discarded_rows_stay_live(
         assert conn.execute(select(archived_objects.c.state)).scalars().all() == ["discarded"]
 
     monkeypatch.setattr(archive_job, "_reached", lambda step: None)
-    assert archive(engine, local(dest), days=180).events == 2  # the next run takes both
+    assert archive(engine, store_at(str(dest)), days=180).events == 2  # the next run takes both
 
 
 def test_archive__answer_regraded_after_export__object_discarded(
-    pg_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_at: StoreAt, pg_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.factories import make_exam
 
@@ -173,11 +169,11 @@ def test_archive__answer_regraded_after_export__object_discarded(
                 )
 
     monkeypatch.setattr(archive_job, "_reached", regrade)
-    assert archive(pg_engine, local(dest), days=180).objects == 0
+    assert archive(pg_engine, store_at(str(dest)), days=180).objects == 0
     assert live_ids(pg_engine) == {attempt}
 
     monkeypatch.setattr(archive_job, "_reached", lambda step: None)
-    assert archive(pg_engine, local(dest), days=180).objects == 1
+    assert archive(pg_engine, store_at(str(dest)), days=180).objects == 1
     files = local_files(dest)
     (data,) = [v for k, v in files.items() if k.endswith(".gz")]
     answers = json.loads(gzip.decompress(data))["answers"]

@@ -16,7 +16,7 @@ from examctl.errors import JobFailed, UsageError
 from examctl.jobs.archive import archive
 from examctl.jobs.restore import RestoreResult, locate_manifest, parse_attempt_ids, restore
 from examctl.stores.archive_store import Destination, open_store, parse_destination
-from tests.archive.support import live_ids, seed_finished
+from tests.archive.support import StoreAt, live_ids, seed_finished
 from tests.factories import Exam, make_exam
 
 TABLES = (exam_attempts, attempt_answers, proctoring_events)
@@ -24,7 +24,8 @@ TABLES = (exam_attempts, attempt_answers, proctoring_events)
 
 def archived(engine: Engine, root: Path, **kwargs: Any) -> str:
     """Archive everything due into `root`; return the manifest's key."""
-    archive(engine, open_store(parse_destination(str(root))), days=180, **kwargs)
+    store = open_store(parse_destination(str(root)))
+    archive(engine, store, days=180, **kwargs)
     (manifest,) = (root / "manifests").glob("*.json")
     return f"manifests/{manifest.name}"
 
@@ -115,7 +116,7 @@ def insert_rich_attempt(engine: Engine, exam: Exam, finished_at: datetime) -> uu
 
 
 def test_restore__every_column__round_trips_exactly(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     day = datetime(2021, 6, 1, 12, 0, 0, 654321, tzinfo=UTC)
     insert_rich_attempt(engine, exam, day)
@@ -125,7 +126,7 @@ def test_restore__every_column__round_trips_exactly(
     key = archived(engine, tmp_path / "archive", max_object_attempts=1)
     assert live_ids(engine) == set()
 
-    result = restore(engine, open_store(parse_destination(str(tmp_path / "archive"))), key)
+    result = restore(engine, store_at(str(tmp_path / "archive")), key)
 
     assert result == RestoreResult(attempts=4, answers=14, events=10, objects=4)
     after = snapshot(engine)
@@ -136,12 +137,12 @@ def test_restore__every_column__round_trips_exactly(
 
 
 def test_restore__run_twice__second_run_skips_every_row(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     seed_finished(engine, exam, [200, 201], answers=2, events=1)
     root = tmp_path / "archive"
     key = archived(engine, root)
-    store = open_store(parse_destination(str(root)))
+    store = store_at(str(root))
     assert restore(engine, store, key, dry_run=True) == RestoreResult(2, 4, 2, 0, 2)
     assert live_ids(engine) == set()
     restore(engine, store, key)
@@ -149,19 +150,21 @@ def test_restore__run_twice__second_run_skips_every_row(
     assert restore(engine, store, key) == RestoreResult(skipped=8, objects=2)
 
 
-def test_restore__selected_attempts__only_those(engine: Engine, exam: Exam, tmp_path: Path) -> None:
+def test_restore__selected_attempts__only_those(
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
+) -> None:
     ids = seed_finished(engine, exam, [200, 200, 205])
     root = tmp_path / "archive"
     key = archived(engine, root)
 
-    result = restore(engine, open_store(parse_destination(str(root))), key, attempt_ids=[ids[1]])
+    result = restore(engine, store_at(str(root)), key, attempt_ids=[ids[1]])
 
     assert live_ids(engine) == {ids[1]}
     assert (result.attempts, result.objects) == (1, 1)
 
 
 def test_restore__attempt_not_in_manifest__usage_error(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     seed_finished(engine, exam, [200])
     root = tmp_path / "archive"
@@ -169,7 +172,7 @@ def test_restore__attempt_not_in_manifest__usage_error(
     stranger = uuid.uuid4()
 
     with pytest.raises(UsageError, match=f"not in manifest {key}: {stranger}"):
-        restore(engine, open_store(parse_destination(str(root))), key, attempt_ids=[stranger])
+        restore(engine, store_at(str(root)), key, attempt_ids=[stranger])
     assert live_ids(engine) == set()
 
 
@@ -179,7 +182,7 @@ def test_restore__attempt_not_a_uuid__usage_error() -> None:
 
 
 def test_restore__tampered_object__nothing_from_it_others_restored(
-    engine: Engine, exam: Exam, tmp_path: Path
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
     ids = seed_finished(engine, exam, [200, 210])
     root = tmp_path / "archive"
@@ -190,21 +193,25 @@ def test_restore__tampered_object__nothing_from_it_others_restored(
     first.write_bytes(bytes(data))
 
     with pytest.raises(JobFailed, match="does not match its manifest") as failure:
-        restore(engine, open_store(parse_destination(str(root))), key)
+        restore(engine, store_at(str(root)), key)
 
     assert failure.value.partial == RestoreResult(1, 3, 2, 0, 1, failed=1)
     assert live_ids(engine) == {ids[0]}  # ids[1], 210 days old, was in the tampered object
 
 
-def test_restore__corrupt_manifest__usage_error(tmp_path: Path, engine: Engine) -> None:
+def test_restore__corrupt_manifest__usage_error(
+    store_at: StoreAt, tmp_path: Path, engine: Engine
+) -> None:
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "x.json").write_text('{"format": "examctl-archive-manifest/1", ')
 
     with pytest.raises(UsageError, match="is not a valid examctl archive manifest"):
-        restore(engine, open_store(parse_destination(str(tmp_path))), "manifests/x.json")
+        restore(engine, store_at(str(tmp_path)), "manifests/x.json")
 
 
-def test_restore__exam_deleted_meanwhile__counted_failed(engine: Engine, tmp_path: Path) -> None:
+def test_restore__exam_deleted_meanwhile__counted_failed(
+    store_at: StoreAt, engine: Engine, tmp_path: Path
+) -> None:
     exam = make_exam(engine)
     seed_finished(engine, exam, [200])
     root = tmp_path / "archive"
@@ -214,7 +221,7 @@ def test_restore__exam_deleted_meanwhile__counted_failed(engine: Engine, tmp_pat
         conn.execute(delete(exams).where(exams.c.id == exam.id))
 
     with pytest.raises(JobFailed, match="1 attempt\\(s\\) not restored: their exam or questions"):
-        restore(engine, open_store(parse_destination(str(root))), key)
+        restore(engine, store_at(str(root)), key)
     assert live_ids(engine) == set()
 
 
