@@ -7,6 +7,7 @@ Only typer and the standard library are imported at module level, so `examctl --
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -306,7 +307,7 @@ ArchiveDest = Annotated[
 @app.command("archive")
 def archive_command(
     days: Annotated[
-        int, typer.Option("--days", min=1, help="Archive attempts finished more than this ago.")
+        int, typer.Option("--days", help="Archive attempts finished more than this many days ago.")
     ] = 180,
     dest: ArchiveDest = "./examctl-archive",
     max_object_attempts: Annotated[
@@ -337,6 +338,8 @@ def archive_command(
     """
     with reported_errors():
         settings = resolve(database_url, None, None, log_format, metrics_dir, verbose)
+        if days < 1:
+            raise UsageError(f"--days must be at least 1, not {days}")
         from examctl.stores.archive_store import open_store, parse_destination, parse_encryption
 
         destination = parse_destination(dest)
@@ -463,18 +466,27 @@ def demo_command(
         run_demo(res)
 
 
+def _click_errors(name: str) -> tuple[type[Exception], ...]:
+    """click's exception class `name`, and its twin in the copy of click that typer ≥ 0.2x
+    ships (raised by typer's own option checks, e.g. `--days 0`, and not a subclass)."""
+    classes = [getattr(click.exceptions, name)]
+    with contextlib.suppress(ImportError):
+        classes.append(getattr(importlib.import_module("typer._click.exceptions"), name))
+    return tuple(classes)
+
+
 def main() -> None:
     """Entry point: Click's usage errors become one line and exit 2, like every other error."""
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="examctl", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as error:
-        typer.echo(error.ctx.get_help() if error.ctx else "", err=False)
+    except _click_errors("NoArgsIsHelpError") as error:
+        typer.echo(error.ctx.get_help() if error.ctx else "", err=False)  # type: ignore[attr-defined]
         code = 0
-    except click.UsageError as error:
-        sys.stderr.write(f"examctl: error: {error.format_message()}\n")
+    except _click_errors("UsageError") as error:
+        sys.stderr.write(f"examctl: error: {error.format_message()}\n")  # type: ignore[attr-defined]
         code = UsageError.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         sys.stderr.write("examctl: aborted\n")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
