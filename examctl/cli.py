@@ -23,6 +23,7 @@ from examctl.settings import Settings
 if TYPE_CHECKING:
     from examctl.resources import Resources
     from examctl.runner import JobReport
+    from examctl.stores.archive_store import ArchiveStore
 
 logger = logging.getLogger("examctl.cli")
 
@@ -345,12 +346,7 @@ def archive_command(
         destination = parse_destination(dest)
         encryption = parse_encryption(destination, sse, sse_kms_key_id)
         store = open_store(destination, encryption)
-    with (
-        reported_errors(settings.secrets),
-        contextlib.closing(store),
-        opened(settings, use_redis=False) as res,
-        _progress("archiving attempts") as progress,
-    ):
+    with _store_job(settings, store, "archiving attempts") as (res, progress):
         from examctl.jobs.archive import archive
 
         report = res.run_job(
@@ -402,12 +398,7 @@ def restore_command(
         root, key = locate_manifest(manifest)
         attempt_ids = parse_attempt_ids(attempt or [])
         store = open_store(root)
-    with (
-        reported_errors(settings.secrets),
-        contextlib.closing(store),
-        opened(settings, use_redis=False) as res,
-        _progress("restoring objects") as progress,
-    ):
+    with _store_job(settings, store, "restoring objects") as (res, progress):
         from examctl.jobs.restore import restore
 
         report = res.run_job(
@@ -425,8 +416,25 @@ def restore_command(
     finish(report, as_json=as_json)
 
 
+ProgressCallback = Callable[[int, int], None]
+
+
 @contextlib.contextmanager
-def _progress(description: str) -> Iterator[Callable[[int, int], None] | None]:
+def _store_job(
+    settings: Settings, store: ArchiveStore, description: str
+) -> Iterator[tuple[Resources, ProgressCallback | None]]:
+    """What archive and restore run in: errors reported, the store closed, a progress bar."""
+    with (
+        reported_errors(settings.secrets),
+        contextlib.closing(store),
+        opened(settings, use_redis=False) as res,
+        _progress(description) as progress,
+    ):
+        yield res, progress
+
+
+@contextlib.contextmanager
+def _progress(description: str) -> Iterator[ProgressCallback | None]:
     """A Rich progress bar on a terminal (stderr), and none otherwise."""
     if not sys.stderr.isatty():
         yield None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import stat
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from sqlalchemy import Engine, insert, select, update
 from examctl.db.schema import archive_runs, archived_objects, attempt_answers, proctoring_events
 from examctl.jobs import archive as archive_job
 from examctl.jobs.archive import ArchiveResult, archive
+from examctl.jobs.archive_export import prefetched
 from tests.archive.support import (
     StoreAt,
     assert_live_xor_in_one_manifest,
@@ -178,3 +181,31 @@ def test_archive__answer_regraded_after_export__object_discarded(
     (data,) = [v for k, v in files.items() if k.endswith(".gz")]
     answers = json.loads(gzip.decompress(data))["answers"]
     assert [a["points_awarded"] for a in answers] == [1, 1]
+
+
+def test_archive_prefetch__producer_fails__error_raised_in_consumer() -> None:
+    def batches() -> Iterator[int]:
+        yield 1
+        raise ConnectionError("lost the server mid-fetch")
+
+    received = []
+    with pytest.raises(ConnectionError, match="mid-fetch"):
+        for batch in prefetched(batches()):
+            received.append(batch)
+    assert received == [1]
+
+
+def test_archive_prefetch__consumer_stops_early__producer_released() -> None:
+    produced = []
+
+    def batches() -> Iterator[int]:
+        for n in range(1000):
+            produced.append(n)
+            yield n
+
+    for batch in prefetched(batches(), depth=2):
+        if batch == 3:
+            break  # e.g. the disk filled up while writing batch 3
+
+    assert len(produced) <= 3 + 2 + 2  # read ahead at most `depth` (+ one in hand), not all 1000
+    assert not [t for t in threading.enumerate() if t.name == "archive-fetch"]
