@@ -24,7 +24,7 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from examctl.db.engine import db_now
-from examctl.errors import ExamctlError
+from examctl.errors import ExamctlError, ServiceUnavailable
 from examctl.jobs import archive_log
 from examctl.jobs.archive_export import (
     Exported,
@@ -190,15 +190,29 @@ def recover_runs(
     open_store: Callable[[Destination], ArchiveStore] = open_store,
 ) -> None:
     """Finish what killed or failed runs left: remove their unfinished objects, write their
-    manifests. Runs recorded with another destination are finished in that destination."""
+    manifests. A run recorded with another destination is finished there; if that one cannot
+    be reached now, it stays pending (its unfinished objects' rows are live, and are archived
+    here meanwhile; no object of it can ever be listed twice) and this run goes on."""
     for run in archive_log.runs_without_manifest(engine):
         if run.dest == str(store.destination):
             _recover_run(engine, store, run)
             continue
-        other = open_store(parse_destination(run.dest))
+        destination = parse_destination(run.dest)
+        other = open_store(destination)
         try:
+            if destination.path is not None and not destination.path.is_dir():
+                raise ServiceUnavailable(f"directory {destination.path} does not exist here")
             other.check()
             _recover_run(engine, other, run)
+        except ExamctlError as error:
+            logger.warning(
+                "run %s archived to %s, which cannot be reached now (%s): its manifest stays "
+                "pending until a run can reach it",
+                run.id,
+                run.dest,
+                error,
+                extra={"action": "recovery_pending", "run_id": run.id},
+            )
         finally:
             other.close()
 

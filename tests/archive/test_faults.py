@@ -174,3 +174,34 @@ def _bulky_answers(engine: Engine, ids: list[uuid.UUID], question_id: uuid.UUID)
     ]
     with engine.begin() as conn:
         conn.execute(insert(attempt_answers), rows)
+
+
+class _Crash(BaseException):
+    """Stands in for SIGKILL in-process: nothing of the job catches it."""
+
+
+def test_archive__killed_run_dest_unreachable__pending_then_completed_there(
+    store_at: StoreAt, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exam = make_exam(engine)
+    ids = seed_finished(engine, exam, [203, 202, 201])
+    first, second = tmp_path / "first", tmp_path / "second"
+
+    def crash(step: str) -> None:
+        if step == "deleted":
+            raise _Crash
+
+    monkeypatch.setattr(archive_job, "_reached", crash)
+    with pytest.raises(_Crash):
+        archive(engine, store_at(str(first)), days=180)
+    monkeypatch.setattr(archive_job, "_reached", lambda step: None)
+    first.rename(tmp_path / "unmounted")  # the first destination is gone for now
+
+    assert archive(engine, store_at(str(second)), days=180).attempts == 2
+
+    assert not first.exists()  # not created again by the recovery attempt
+    (tmp_path / "unmounted").rename(first)
+    assert archive(engine, store_at(str(second)), days=180) == ArchiveResult()
+    files = local_files(first) | local_files(second)
+    assert_live_xor_in_one_manifest(engine, files, ids)
+    assert [m["status"] for m in manifests(local_files(first))] == ["recovered"]
