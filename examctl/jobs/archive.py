@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import Engine
 
-from examctl.db.engine import db_now
+from examctl.db.engine import db_now, is_postgres
 from examctl.errors import ExamctlError, ServiceUnavailable
 from examctl.jobs import archive_log
 from examctl.jobs.archive_export import (
@@ -39,6 +41,7 @@ from examctl.stores.archive_store import (
     ArchiveStore,
     Destination,
     HashingWriter,
+    StoredObject,
     open_store,
     parse_destination,
     verify_object,
@@ -92,20 +95,36 @@ def archive(
     run = archive_log.start_run(engine, str(store.destination), cutoff)
     logger.info("archive run started", extra={"run_id": run.id, "dest": str(store.destination)})
     result, failure = ArchiveResult(), None
-    try:
-        for number, planned in enumerate(plan_objects(engine, cutoff, max_object_attempts), 1):
-            result += _archive_object(engine, store, run, number, planned)
-            if progress:
-                progress(result.attempts, due)
-    except ExamctlError as error:
-        failure = error
+    with _Deleter(engine) as deleter:
+        try:
+            for number, planned in enumerate(plan_objects(engine, cutoff, max_object_attempts), 1):
+                verified = _write_verified(engine, store, run, number, planned)
+                result += deleter.settle()  # the previous object's rows, deleted meanwhile
+                deleter.submit(partial(_delete_verified, engine, store, run, verified))
+                if progress:
+                    progress(result.attempts, due)
+        except ExamctlError as error:
+            failure = error
+        result += deleter.settle()
     _close_run(engine, store, run, result, failure)
     return result
 
 
-def _archive_object(
+@dataclass(frozen=True)
+class _Verified:
+    """An object written and read back from the store; its rows are still live."""
+
+    object_id: int
+    key: str
+    exported: Exported
+    stored: StoredObject
+
+
+def _write_verified(
     engine: Engine, store: ArchiveStore, run: RunRecord, number: int, planned: PlannedObject
-) -> ArchiveResult:
+) -> _Verified:
+    """Steps 1-3: plan, write, verify. A failure removes the object (or leaves it planned, for
+    the next run to remove, when the store is down); no row was deleted."""
     key = archive_log.object_key(run.id, planned.day, number)
     object_id = archive_log.plan_object(engine, run.id, key, planned.day, planned.attempt_ids)
     _reached("planned")
@@ -123,14 +142,22 @@ def _archive_object(
     except ExamctlError:
         _discard(engine, store, object_id, key)
         raise
+    return _Verified(object_id, key, exported, stored)
+
+
+def _delete_verified(
+    engine: Engine, store: ArchiveStore, run: RunRecord, verified: _Verified
+) -> ArchiveResult:
+    """Step 4: delete the object's rows and mark it deleted, in one transaction."""
+    exported, stored, key = verified.exported, verified.stored, verified.key
     if not exported.attempt_ids or not archive_log.delete_archived(
-        engine, object_id, exported, stored, run.cutoff
+        engine, verified.object_id, exported, stored, run.cutoff
     ):
         logger.warning(
             "attempts changed while their object was written; they stay live for the next run",
             extra={"action": "object_discarded", "key": key},
         )
-        _discard(engine, store, object_id, key)
+        _discard(engine, store, verified.object_id, key)
         return ArchiveResult()
     _reached("deleted")
     logger.info(
@@ -140,6 +167,39 @@ def _archive_object(
     return ArchiveResult(
         len(exported.attempt_ids), exported.answers, exported.events, 1, stored.bytes
     )
+
+
+class _Deleter:
+    """Deletes an object's rows while the next object is written. On PostgreSQL that runs in a
+    thread with a connection of its own, so the server deletes and builds JSON at the same
+    time (measured: the deletes, foreign-key checks included, take about 40 % of a run). On
+    SQLite, one writer at a time, it runs inline. Each object's own steps stay in order."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.pool = ThreadPoolExecutor(1, "archive-delete") if is_postgres(engine) else None
+        self.pending: Future[ArchiveResult] | None = None
+
+    def submit(self, work: Callable[[], ArchiveResult]) -> None:
+        if self.pool is not None:
+            self.pending = self.pool.submit(work)
+            return
+        self.pending = Future()
+        try:
+            self.pending.set_result(work())
+        except BaseException as error:  # raised by settle(), as the thread's would be
+            self.pending.set_exception(error)
+
+    def settle(self) -> ArchiveResult:
+        """Wait for the pending delete; its result, or its error raised here."""
+        pending, self.pending = self.pending, None
+        return pending.result() if pending is not None else ArchiveResult()
+
+    def __enter__(self) -> _Deleter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def _discard(engine: Engine, store: ArchiveStore, object_id: int, key: str) -> None:

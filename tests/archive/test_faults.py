@@ -35,15 +35,16 @@ from tests.factories import make_exam
 from tests.servers import MotoServer
 
 
-def after_objects(count: int, action: Callable[[], object]) -> Callable[[str], None]:
-    """A protocol hook that runs `action` once `count` objects had their rows deleted."""
+def when_planning(number: int, action: Callable[[], object]) -> Callable[[str], None]:
+    """A protocol hook that runs `action` as object `number` is planned: the objects before it
+    are verified (their rows deleted or being deleted), and no file is open for writing."""
     done = 0
 
     def hook(step: str) -> None:
         nonlocal done
-        if step == "deleted":
+        if step == "planned":
             done += 1
-            if done == count:
+            if done == number:
                 action()
 
     return hook
@@ -65,7 +66,7 @@ def test_archive__s3_server_stopped_mid_run__unverified_rows_kept_rerun_complete
     exam = make_exam(pg_engine)
     ids = seed_finished(pg_engine, exam, [203, 202, 201, 200])
     s3_client(own_moto).create_bucket(Bucket="exams")
-    monkeypatch.setattr(archive_job, "_reached", after_objects(1, own_moto.stop))
+    monkeypatch.setattr(archive_job, "_reached", when_planning(2, own_moto.stop))
 
     with pytest.raises(
         ServiceUnavailable, match=r"S3 unreachable at http://127\.0\.0\.1"
@@ -105,7 +106,7 @@ def test_archive__directory_turns_read_only_mid_run__exit_3_then_rerun_completes
     ids = seed_finished(engine, exam, [203, 202, 201, 200])
     with tmpfs(tmp_path / "mnt", "4m") as mount:
         dest = mount / "archive"
-        monkeypatch.setattr(archive_job, "_reached", after_objects(2, lambda: remount(mount, "ro")))
+        monkeypatch.setattr(archive_job, "_reached", when_planning(3, lambda: remount(mount, "ro")))
 
         with pytest.raises(ServiceUnavailable, match="cannot be written: Read-only file system"):
             archive(engine, store_at(str(dest)), days=180)
