@@ -7,20 +7,25 @@ Only typer and the standard library are imported at module level, so `examctl --
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import click
 import typer
+
+# Typer >= 0.26 vendors Click (typer._click) and no longer installs the `click` package: its
+# usage errors must be caught as Typer's, or `--bogus` ends in a traceback instead of exit 2.
+from typer._click import exceptions as click_errors
 
 from examctl.errors import ExamctlError, UsageError
 from examctl.settings import Settings
 
 if TYPE_CHECKING:
+    from examctl.notifiers import Notifier
     from examctl.resources import Resources
     from examctl.runner import JobReport
     from examctl.stores.archive_store import ArchiveStore
@@ -95,6 +100,12 @@ GraceSeconds = Annotated[
 BatchSize = Annotated[
     int, typer.Option("--batch-size", min=1, max=100_000, help="Attempts per transaction.")
 ]
+NoRedis = Annotated[
+    bool,
+    typer.Option(
+        "--no-redis", help="Finish from the database alone, ignoring buffered Redis answers."
+    ),
+]
 
 
 def resolve(
@@ -129,7 +140,7 @@ def reported_errors(secrets: Callable[[], list[str]] = list) -> Iterator[None]:
         from examctl.logs import scrub
 
         _fail(scrub(str(error), secrets()), error.exit_code)
-    except (typer.Exit, click.exceptions.Exit, click.ClickException):
+    except (typer.Exit, click_errors.ClickException):
         raise
     except Exception as error:  # a bug: keep the traceback in the log
         from examctl.logs import scrub
@@ -144,9 +155,12 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def finish(report: JobReport, *, as_json: bool) -> NoReturn:
+    """Render the report on stdout; a failed run also gets its one error line on stderr."""
     from examctl.render import render_report
 
     render_report(report, as_json=as_json)
+    if report.status == "failed":
+        _fail(report.error or "the job failed", report.exit_code)
     raise typer.Exit(code=report.exit_code)
 
 
@@ -165,12 +179,7 @@ def opened(
 def finish_expired_command(
     grace_seconds: GraceSeconds = 0,
     batch_size: BatchSize = 1000,
-    no_redis: Annotated[
-        bool,
-        typer.Option(
-            "--no-redis", help="Finish from the database alone, ignoring buffered Redis answers."
-        ),
-    ] = False,
+    no_redis: NoRedis = False,
     dry_run: DryRun = False,
     as_json: JsonFlag = False,
     database_url: DatabaseUrl = None,
@@ -291,6 +300,170 @@ def db_check_command(
     else:
         typer.echo("\n".join(f"missing {item}" for item in missing) or "schema complete")
     raise typer.Exit(code=1 if missing else 0)
+
+
+# --- remind, sweep ---------------------------------------------------------------------------
+
+Thresholds = Annotated[
+    str,
+    typer.Option(
+        "--at", help="Minutes before the deadline to remind at, comma-separated, e.g. 10,5,1."
+    ),
+]
+Notify = Annotated[
+    str,
+    typer.Option(
+        "--notify",
+        envvar="EXAMCTL_NOTIFY",
+        help="log, or an http(s):// webhook URL that receives each reminder as a JSON POST "
+        "(signed with EXAMCTL_WEBHOOK_SECRET when set).",
+    ),
+]
+WebhookTimeout = Annotated[
+    float,
+    typer.Option("--webhook-timeout", min=0.1, max=300, help="Seconds a webhook may take."),
+]
+
+
+@app.command("remind")
+def remind_command(
+    at: Thresholds = "10,5,1",
+    notify: Notify = "log",
+    webhook_timeout: WebhookTimeout = 5.0,
+    dry_run: DryRun = False,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    log_format: LogFormat = None,
+    metrics_dir: MetricsDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Send due reminders once: at most one per attempt and threshold, ever; exit 1 if one failed.
+
+    Example: examctl remind --at 10,5,1 --notify https://platform.example/hooks/reminders
+    """
+    with reported_errors():
+        settings = resolve(database_url, None, None, log_format, metrics_dir, verbose)
+        thresholds, notifier = _reminders(settings, at, notify, webhook_timeout)
+    with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
+        from examctl.jobs.remind import remind
+
+        with _stop_on_signals() as stop:  # a claim in hand is delivered and recorded, not lost
+            report = res.run_job(
+                "remind",
+                lambda: remind(
+                    res.engine,
+                    notifier,
+                    thresholds=thresholds,
+                    dry_run=dry_run,
+                    should_stop=stop.is_set,
+                ),
+                dry_run=dry_run,
+                notes=[f"notify: {notifier.display}"],
+            )
+    finish(report, as_json=as_json)
+
+
+@app.command("sweep")
+def sweep_command(
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", min=0.1, max=3600, help="Longest sleep between rounds, in seconds."
+        ),
+    ] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="Run a single round and exit.")] = False,
+    health_file: Annotated[
+        Path | None,
+        typer.Option("--health-file", dir_okay=False, help="Touched after each successful round."),
+    ] = None,
+    grace_seconds: GraceSeconds = 0,
+    batch_size: BatchSize = 1000,
+    at: Thresholds = "10,5,1",
+    no_remind: Annotated[
+        bool, typer.Option("--no-remind", help="Only finish attempts; send no reminders.")
+    ] = False,
+    notify: Notify = "log",
+    webhook_timeout: WebhookTimeout = 5.0,
+    no_redis: NoRedis = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what one round would do (implies --once).")
+    ] = False,
+    as_json: JsonFlag = False,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    redis_prefix: RedisPrefix = None,
+    log_format: LogFormat = None,
+    metrics_dir: MetricsDir = None,
+    verbose: Verbose = False,
+) -> None:
+    """Finish attempts as their deadlines pass and send reminders, until SIGTERM or SIGINT.
+
+    Example: examctl sweep --health-file /run/examctl/sweep.health --notify https://hooks.example/r
+    """
+    with reported_errors():
+        settings = resolve(database_url, redis_url, redis_prefix, log_format, metrics_dir, verbose)
+        thresholds, notifier = _reminders(settings, at, notify, webhook_timeout)
+        if health_file is not None and not health_file.parent.is_dir():
+            raise UsageError(f"--health-file: directory {health_file.parent} does not exist")
+    with reported_errors(settings.secrets), opened(settings, use_redis=not no_redis) as res:
+        from examctl.jobs.sweep import SweepConfig, sweep
+
+        config = SweepConfig(
+            interval_s=interval,
+            grace_seconds=grace_seconds,
+            batch_size=batch_size,
+            thresholds=() if no_remind else thresholds,
+            health_file=health_file,
+        )
+        reminders_note = "reminders off" if no_remind else f"notify: {notifier.display}"
+        with _stop_on_signals() as stop:
+            report = res.run_job(
+                "sweep",
+                lambda: sweep(
+                    res.job_context(),
+                    res.sessions,
+                    notifier,
+                    config,
+                    stop,
+                    once=once or dry_run,
+                    dry_run=dry_run,
+                ),
+                dry_run=dry_run,
+                notes=[_redis_note(settings, no_redis), reminders_note],
+            )
+    finish(report, as_json=as_json)
+
+
+def _reminders(
+    settings: Settings, at: str, notify: str, timeout_s: float
+) -> tuple[tuple[int, ...], Notifier]:
+    """--at and --notify, validated before anything is opened (exit 2 on a bad value)."""
+    from examctl.jobs.remind import parse_thresholds
+    from examctl.notifiers import make_notifier
+
+    notifier = make_notifier(notify, secret=settings.webhook_secret, timeout_s=timeout_s)
+    return parse_thresholds(at), notifier
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT set the event: the batch in hand completes, then the job returns.
+
+    Only the main thread ever runs this handler, and it never waits on the event there (sweep's
+    main thread only joins its loop threads), so setting it cannot deadlock.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("%s received: stopping after the batch in hand", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --- archive, restore ------------------------------------------------------------------------
@@ -474,30 +647,28 @@ def demo_command(
         run_demo(res)
 
 
-def _click_errors(name: str) -> tuple[type[Exception], ...]:
-    """click's exception class `name`, and its twin in the copy of click that typer ≥ 0.2x
-    ships (raised by typer's own option checks, e.g. `--days 0`, and not a subclass)."""
-    classes = [getattr(click.exceptions, name)]
-    with contextlib.suppress(ImportError):
-        classes.append(getattr(importlib.import_module("typer._click.exceptions"), name))
-    return tuple(classes)
-
-
 def main() -> None:
     """Entry point: Click's usage errors become one line and exit 2, like every other error."""
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="examctl", standalone_mode=False)
-    except _click_errors("NoArgsIsHelpError") as error:
-        typer.echo(error.ctx.get_help() if error.ctx else "", err=False)  # type: ignore[attr-defined]
+    except click_errors.NoArgsIsHelpError as error:
+        typer.echo(error.ctx.get_help() if error.ctx else "")
         code = 0
-    except _click_errors("UsageError") as error:
-        sys.stderr.write(f"examctl: error: {error.format_message()}\n")  # type: ignore[attr-defined]
+    except click_errors.UsageError as error:
+        sys.stderr.write(f"examctl: error: {_usage_message(error)}\n")
         code = UsageError.exit_code
-    except (click.exceptions.Abort, typer.Abort):
+    except typer.Abort:
         sys.stderr.write("examctl: aborted\n")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(error: click_errors.UsageError) -> str:
+    """Click's message, prefixed with the command, on one line."""
+    where = error.ctx.command_path if error.ctx else "examctl"
+    message = " ".join(error.format_message().split())
+    return f"{where}: {message} (see '{where} --help')"
 
 
 if __name__ == "__main__":

@@ -39,8 +39,6 @@ def render_report(report: JobReport, *, as_json: bool) -> None:
         console.print(table)
     for note in report.notes:
         console.print(f"[dim]note:[/] {note}")
-    if report.error:
-        console.print(f"[red]error:[/] {report.error}", markup=True)
 
 
 def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str) -> None:

@@ -12,7 +12,7 @@ from examctl.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from examctl.runner import JobReport
+    from examctl.runner import JobContext, JobReport
     from examctl.stores.redis_sessions import RedisSessions
 
 
@@ -32,21 +32,27 @@ class Resources:
         notes: Sequence[str] = (),
     ) -> JobReport:
         """Run `work` in the job frame (history, lock, metrics) with this command's settings."""
-        from examctl.runner import JobContext, run_job
+        from examctl.runner import run_job
 
-        context = JobContext(
+        context = self.job_context(notes)
+        return run_job(context, job, work, dry_run=dry_run, exclusive=exclusive)
+
+    def job_context(self, notes: Sequence[str] = ()) -> JobContext:
+        """What the job frame needs: where to record, what to hide, where metrics go."""
+        from examctl.runner import JobContext
+
+        return JobContext(
             engine=self.engine,
             secrets=self.settings.secrets(),
             metrics_dir=self.settings.metrics_dir,
             notes=tuple(n for n in notes if n),
         )
-        return run_job(context, job, work, dry_run=dry_run, exclusive=exclusive)
 
 
 @contextlib.contextmanager
 def open_resources(settings: Settings, *, use_redis: bool = True) -> Iterator[Resources]:
     """Connect to the database (exit 3 if it is unreachable) and prepare Redis if configured."""
-    from examctl.db.engine import check_connection, make_engine
+    from examctl.db.engine import check_connection, make_engine, translate_db_errors
 
     engine = make_engine(settings.database_url)
     sessions = None
@@ -56,7 +62,8 @@ def open_resources(settings: Settings, *, use_redis: bool = True) -> Iterator[Re
             from examctl.stores.redis_sessions import RedisSessions
 
             sessions = RedisSessions(settings.redis_url, settings.redis_prefix)
-        yield Resources(settings, engine, sessions)
+        with translate_db_errors(engine):
+            yield Resources(settings, engine, sessions)
     finally:
         if sessions is not None:
             sessions.close()

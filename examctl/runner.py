@@ -14,16 +14,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, exc, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from examctl.db.engine import db_now, translate_db_errors
 from examctl.db.locks import advisory_lock
 from examctl.db.schema import job_runs
-from examctl.errors import ExamctlError, UsageError
+from examctl.errors import ExamctlError
 from examctl.logs import scrub
 
 logger = logging.getLogger(__name__)
@@ -155,23 +155,16 @@ def _counts(result: object) -> dict[str, Any]:
 
 
 def _record_start(engine: Engine, job: str, dry_run: bool) -> int:
-    try:
-        with translate_db_errors(engine), engine.begin() as conn:
-            row = {
-                "job": job,
-                "started_at": db_now(conn),
-                "status": "running",
-                "dry_run": dry_run,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-            return int(
-                conn.execute(insert(job_runs).values(row).returning(job_runs.c.id)).scalar_one()
-            )
-    except (exc.ProgrammingError, exc.OperationalError) as error:
-        raise UsageError(
-            "the database lacks examctl's tables: run `examctl db init` first"
-        ) from error
+    row = {
+        "job": job,
+        "status": "running",
+        "dry_run": dry_run,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    with translate_db_errors(engine), engine.begin() as conn:
+        statement = insert(job_runs).values(started_at=db_now(conn), **row)
+        return int(conn.execute(statement.returning(job_runs.c.id)).scalar_one())
 
 
 def _record_end(engine: Engine, run_id: int, report: JobReport) -> datetime | None:
@@ -193,6 +186,27 @@ def _record_end(engine: Engine, run_id: int, report: JobReport) -> datetime | No
     except ExamctlError as error:
         logger.error("could not record the run in history: %s", error, extra={"run_id": run_id})
         return None
+
+
+def record_run(engine: Engine, report: JobReport, *, span_s: float) -> None:
+    """Store a run that has already ended, in one row (sweep's rounds: idle ones leave none).
+
+    Raises ServiceUnavailable when the database is gone; the caller keeps the report for later.
+    """
+    with translate_db_errors(engine), engine.begin() as conn:
+        finished_at = db_now(conn)
+        row = {
+            "job": report.job,
+            "started_at": finished_at - timedelta(seconds=span_s),
+            "finished_at": finished_at,
+            "status": report.status,
+            "dry_run": report.dry_run,
+            "counts": report.counts,
+            "error": report.error,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        conn.execute(insert(job_runs).values(row))
 
 
 def last_success_at(engine: Engine, job: str) -> datetime | None:

@@ -34,6 +34,8 @@ class Settings:
     log_format: str = "text"
     metrics_dir: Path | None = None
     verbose: bool = False
+    # HMAC key for reminder webhooks; only ever from the environment (a flag would show in ps).
+    webhook_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def resolve(
@@ -54,6 +56,7 @@ class Settings:
             log_format=_validate_log_format(log_format),
             metrics_dir=metrics_dir,
             verbose=verbose,
+            webhook_secret=os.environ.get("EXAMCTL_WEBHOOK_SECRET") or None,
         )
 
     @property

@@ -7,6 +7,7 @@ test gets `CREATE DATABASE … TEMPLATE` (a file copy, a few milliseconds).
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,8 @@ _ENV_VARS = (
     "EXAMCTL_LOG_FORMAT",
     "EXAMCTL_METRICS_DIR",
     "EXAMCTL_WEBHOOK_SECRET",
+    "EXAMCTL_NOTIFY",
+    "EXAMCTL_ARCHIVE_DEST",
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
     "AWS_PROFILE",
@@ -36,11 +39,17 @@ _db_numbers = itertools.count()
 
 
 @pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's configuration; each runs in its own directory."""
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's configuration; each runs in its own directory, and the
+    logging a CLI test set up does not hide later tests' records from caplog."""
     for name in _ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+    yield
+    examctl_logger = logging.getLogger("examctl")
+    examctl_logger.handlers.clear()
+    examctl_logger.propagate = True
+    examctl_logger.setLevel(logging.NOTSET)
 
 
 # --- servers ----------------------------------------------------------------------------------

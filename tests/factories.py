@@ -154,3 +154,62 @@ def put_session(
     fields.update(extra or {"user_id": "u"})
     client.hset(key, mapping=fields)  # type: ignore[arg-type]
     return key
+
+
+def seed_overdue_attempts(
+    engine: Engine, exam: Exam, count: int, *, redis_clients: list[redis.Redis] | None = None
+) -> list[uuid.UUID]:
+    """`count` overdue attempts with a mix of right, wrong and missing answers and events;
+    half of them have a newer answer buffered in Redis (written to each client given)."""
+    now = now_of(engine)
+    right = ["B", ["A", "C"], "Paris", 3.14]
+    wrong = ["D", ["A"], "Lyon", 2.0]
+    attempts, answers, events, sessions = [], [], [], []
+    for n in range(count):
+        attempt_id = uuid.uuid4()
+        deadline = now - timedelta(seconds=10 + n)
+        attempts.append(
+            {
+                "id": attempt_id,
+                "exam_id": exam.id,
+                "user_id": uuid.uuid4(),
+                "status": "IN_PROGRESS",
+                "started_at": deadline - timedelta(minutes=30),
+                "deadline_at": deadline,
+            }
+        )
+        for i, qid in enumerate(exam.question_ids[:3]):
+            value = right[i] if (n + i) % 3 else wrong[i]
+            answers.append(
+                {
+                    "attempt_id": attempt_id,
+                    "question_id": qid,
+                    "answer": value,
+                    "answered_at": deadline - timedelta(minutes=10),
+                }
+            )
+        events += [
+            {"attempt_id": attempt_id, "kind": kind, "occurred_at": deadline - timedelta(minutes=m)}
+            for m, kind in ((5, "tab_switch"), (3, "face_missing"))[: n % 3]
+        ]
+        if n % 2:
+            sessions.append(
+                (
+                    attempt_id,
+                    {
+                        exam.question_ids[3]: (right[3], deadline - timedelta(minutes=1)),
+                        exam.question_ids[0]: ("B", deadline - timedelta(minutes=2)),
+                    },
+                )
+            )
+    with engine.begin() as conn:
+        conn.execute(insert(exam_attempts), attempts)
+        conn.execute(insert(attempt_answers), answers)
+        if events:
+            conn.execute(insert(proctoring_events), events)
+    for client in redis_clients or []:
+        pipe = client.pipeline(transaction=False)
+        for attempt_id, buffered in sessions:
+            put_session(pipe, attempt_id, buffered)  # type: ignore[arg-type]
+        pipe.execute()
+    return [a["id"] for a in attempts]

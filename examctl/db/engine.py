@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, text
 
-from examctl.errors import ServiceUnavailable
+from examctl.errors import ServiceUnavailable, UsageError
 from examctl.settings import redact_url
 
 logger = logging.getLogger(__name__)
@@ -77,15 +77,25 @@ def check_connection(engine: Engine) -> None:
 
 @contextlib.contextmanager
 def translate_db_errors(engine: Engine) -> Iterator[None]:
-    """Turn a lost or refused database connection into ServiceUnavailable (exit 3)."""
+    """A lost or refused connection → ServiceUnavailable (exit 3); missing tables → exit 2."""
     try:
         yield
     except exc.DBAPIError as error:
+        if _is_missing_table(error):
+            raise UsageError(
+                "the database lacks examctl's tables: run `examctl db init` "
+                "(`examctl db check` lists what is missing)"
+            ) from error
         if not _is_connection_error(error):
             raise
         where = redact_url(engine.url.render_as_string(hide_password=False))
         reason = str(error.orig).strip().splitlines()[0] if error.orig else "connection failed"
         raise ServiceUnavailable(f"database unreachable at {where}: {reason}") from error
+
+
+def _is_missing_table(error: exc.DBAPIError) -> bool:
+    message = str(error.orig).lower()
+    return "no such table" in message or ("relation" in message and "does not exist" in message)
 
 
 def _is_connection_error(error: exc.DBAPIError) -> bool:

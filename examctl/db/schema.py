@@ -126,6 +126,25 @@ job_runs = Table(
     Index("ix_examctl_job_runs_job_started", "job", "started_at"),
 )
 
+# One row per (attempt, threshold) ever: the unique pair is what makes a reminder go out at most
+# once, whatever number of `remind` / `sweep` processes race for it (SPEC §8).
+REMINDER_STATES = ("sending", "sent", "failed", "skipped")
+
+reminders = Table(
+    "examctl_reminders",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    # No foreign key: archiving an attempt must not be blocked by its reminder log.
+    Column("attempt_id", Uuid, nullable=False),
+    Column("minutes_before", Integer, nullable=False),
+    Column("state", Text, nullable=False),  # sending | sent | failed | skipped
+    Column("claimed_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("tries", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text, nullable=True),
+    UniqueConstraint("attempt_id", "minutes_before", name="uq_examctl_reminders_attempt_minutes"),
+)
+
 # --- archive: the manifest log (SPEC §7) ------------------------------------------------------
 # One row per archive run and one per data object it planned. An object's rows are deleted from
 # the live tables in the same transaction that marks it `deleted`, so these tables always say

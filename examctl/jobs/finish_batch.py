@@ -6,6 +6,7 @@ grading rules, the same on PostgreSQL and SQLite), then write back one statement
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from examctl.db.schema import (
 from examctl.stores.redis_sessions import RedisAnswer, RedisSessions
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_PASSING = Decimal(60)  # SPEC §3: exams.passing_score defaults to 60 percent
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,46 @@ class Question:
 @dataclass
 class StoredAnswer:
     id: int | None  # None for an answer recovered from Redis and not yet inserted
-    value: object
+    text: str | None  # the answer's JSON text, decoded only when first graded
     answered_at: datetime | None
+
+
+class AnswerGrader:
+    """Grades answers by their JSON text, each distinct (question, text) only once.
+
+    Most students give one of a few answers to a question, so a batch of 30,000 answers holds a
+    few hundred distinct ones: decoding and grading those once is what keeps grading in Python
+    as fast as grading in SQL. The cache is bounded; free-text answers cannot grow it forever.
+    """
+
+    MAX_ENTRIES = 200_000
+
+    def __init__(self) -> None:
+        self._grades: dict[tuple[UUID, str | None], grading.AnswerGrade] = {}
+
+    def grade(self, question: Question, text: str | None, attempt_id: UUID) -> grading.AnswerGrade:
+        key = (question.id, text)
+        found = self._grades.get(key)
+        if found is None:
+            found = self._grade_text(question, text, attempt_id)
+            if len(self._grades) >= self.MAX_ENTRIES:
+                self._grades.clear()
+            self._grades[key] = found
+        return found
+
+    @staticmethod
+    def _grade_text(question: Question, text: str | None, attempt_id: UUID) -> grading.AnswerGrade:
+        value = grading.decode_json(text)
+        if value is grading.UNPARSEABLE:
+            logger.warning(
+                "corrupt answer JSON scored 0",
+                extra={
+                    "action": "answer_unparseable",
+                    "attempt_id": str(attempt_id),
+                    "question_id": str(question.id),
+                },
+            )
+        return grading.grade_answer(question.kind, question.correct, value, question.points)
 
 
 @dataclass
@@ -71,6 +112,7 @@ def finish_batch(
     claimed: list[Claimed],
     now: datetime,
     *,
+    grader: AnswerGrader,
     write: bool,
 ) -> BatchOutcome:
     """Recover, grade and finish `claimed`; with write=False only count what would happen."""
@@ -87,11 +129,14 @@ def finish_batch(
     summaries = _proctoring_summaries(conn, ids)
     attempt_rows, grade_rows = [], []
     for attempt in claimed:
-        row, grades = _finish_attempt(attempt, exam_questions, stored, summaries, now)
+        row = _finished_row(attempt, summaries.get(attempt.id) or empty_summary(), now)
+        if attempt.policy == "autosubmit":
+            grades = _grade_attempt(attempt, exam_questions, stored, grader)
+            row.update(_totals(attempt, exam_questions, grades))
+            grade_rows += grades
         attempt_rows.append(row)
-        grade_rows += grades
-        outcome.expired += row["status"] == "EXPIRED"
-        outcome.abandoned += row["status"] == "ABANDONED"
+    outcome.expired = sum(row["status"] == "EXPIRED" for row in attempt_rows)
+    outcome.abandoned = len(attempt_rows) - outcome.expired
     outcome.answers_graded = len(grade_rows)
     if write:
         bulk_update(conn, attempt_answers, grade_rows)
@@ -101,65 +146,60 @@ def finish_batch(
     return outcome
 
 
-def _finish_attempt(
-    attempt: Claimed,
-    exam_questions: dict[UUID, list[Question]],
-    stored: dict[UUID, dict[UUID, StoredAnswer]],
-    summaries: dict[UUID, dict[str, Any]],
-    now: datetime,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The attempt's new row and, under autosubmit, the grades of its stored answers."""
-    row: dict[str, Any] = {
+def _finished_row(attempt: Claimed, summary: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The attempt's new row as ABANDONED; autosubmit overwrites status and the totals."""
+    return {
         "id": attempt.id,
+        "status": "ABANDONED",
         "finished_at": now,
         "finished_by": "examctl",
-        "proctoring_summary": summaries.get(attempt.id, empty_summary()),
-        "status": "ABANDONED",
+        "proctoring_summary": summary,
         "score": None,
         "max_score": None,
         "percent": None,
         "passed": None,
     }
-    if attempt.policy != "autosubmit":
-        return row, []
-    questions_ = exam_questions.get(attempt.exam_id, [])
+
+
+def _grade_attempt(
+    attempt: Claimed,
+    exam_questions: dict[UUID, list[Question]],
+    stored: dict[UUID, dict[UUID, StoredAnswer]],
+    grader: AnswerGrader,
+) -> list[dict[str, Any]]:
+    """Grade rows for the attempt's stored answers to its exam's questions."""
     answers = stored.get(attempt.id, {})
-    grade_rows, awarded = [], []
-    for question in questions_:
+    rows = []
+    for question in exam_questions.get(attempt.exam_id, []):
         answer = answers.get(question.id)
-        if answer is None:
-            continue
-        if answer.value is grading.UNPARSEABLE:
-            logger.warning(
-                "corrupt answer JSON scored 0",
-                extra={
-                    "action": "answer_unparseable",
-                    "attempt_id": str(attempt.id),
-                    "question_id": str(question.id),
-                },
+        if answer is not None:
+            grade = grader.grade(question, answer.text, attempt.id)
+            rows.append(
+                {
+                    "id": answer.id,
+                    "is_correct": grade.is_correct,
+                    "points_awarded": grade.points_awarded,
+                }
             )
-        grade = grading.grade_answer(question.kind, question.correct, answer.value, question.points)
-        awarded.append(grade.points_awarded)
-        grade_rows.append(
-            {
-                "id": answer.id,
-                "is_correct": grade.is_correct,
-                "points_awarded": grade.points_awarded,
-            }
-        )
+    return rows
+
+
+def _totals(
+    attempt: Claimed, exam_questions: dict[UUID, list[Question]], grades: list[dict[str, Any]]
+) -> dict[str, Any]:
+    passing = attempt.passing_score if attempt.passing_score is not None else DEFAULT_PASSING
     totals = grading.totals(
-        awarded,
-        [q.points for q in questions_],
-        attempt.passing_score if attempt.passing_score is not None else Decimal(60),
+        [g["points_awarded"] for g in grades],
+        [q.points for q in exam_questions.get(attempt.exam_id, [])],
+        passing,
     )
-    row.update(
-        status="EXPIRED",
-        score=totals.score,
-        max_score=totals.max_score,
-        percent=totals.percent,
-        passed=totals.passed,
-    )
-    return row, grade_rows
+    return {
+        "status": "EXPIRED",
+        "score": totals.score,
+        "max_score": totals.max_score,
+        "percent": totals.percent,
+        "passed": totals.passed,
+    }
 
 
 def _load_questions(conn: Connection, exam_ids: set[UUID]) -> dict[UUID, list[Question]]:
@@ -171,11 +211,24 @@ def _load_questions(conn: Connection, exam_ids: set[UUID]) -> dict[UUID, list[Qu
     )
     by_exam: dict[UUID, list[Question]] = defaultdict(list)
     for row in conn.execute(query):
-        points = row.points if row.points is not None else Decimal(1)
+        points = _sane_points(row.id, row.points)
         by_exam[row.exam_id].append(
             Question(row.id, row.kind, points, grading.decode_json(row.correct))
         )
     return by_exam
+
+
+def _sane_points(question_id: UUID, points: Decimal | None) -> Decimal:
+    """SPEC §3's default of 1; NaN or negative points (bad data) count as 0, with a log line."""
+    if points is None:
+        return Decimal(1)
+    if points.is_finite() and points >= 0:
+        return points
+    logger.warning(
+        "question points unusable, counted as 0",
+        extra={"action": "question_points_invalid", "question_id": str(question_id)},
+    )
+    return Decimal(0)
 
 
 def _load_answers(conn: Connection, ids: list[UUID]) -> dict[UUID, dict[UUID, StoredAnswer]]:
@@ -186,7 +239,7 @@ def _load_answers(conn: Connection, ids: list[UUID]) -> dict[UUID, dict[UUID, St
     by_attempt: dict[UUID, dict[UUID, StoredAnswer]] = defaultdict(dict)
     for row in conn.execute(query):
         by_attempt[row.attempt_id][row.question_id] = StoredAnswer(
-            row.id, grading.decode_json(row.answer), row.answered_at
+            row.id, row.answer, row.answered_at
         )
     return by_attempt
 
@@ -210,7 +263,9 @@ def _recover(
             answers = stored.setdefault(attempt.id, {})
             current = answers.get(answer.question_id)
             if current is None or current.answered_at is None or current.answered_at < answer.at:
-                answers[answer.question_id] = StoredAnswer(None, answer.value, answer.at)
+                answers[answer.question_id] = StoredAnswer(
+                    None, json.dumps(answer.value), answer.at
+                )
                 rows.append(
                     {
                         "attempt_id": attempt.id,

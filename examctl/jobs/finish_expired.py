@@ -23,7 +23,7 @@ from examctl.db.engine import db_now, is_postgres
 from examctl.db.functions import plus_minutes
 from examctl.db.schema import OVERDUE_POLICIES, STATUS_IN_PROGRESS, exam_attempts, exams
 from examctl.errors import UsageError
-from examctl.jobs.finish_batch import Claimed, finish_batch
+from examctl.jobs.finish_batch import AnswerGrader, Claimed, finish_batch
 from examctl.stores.redis_sessions import RedisSessions
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,9 @@ def finish_expired(
     _refuse_unknown_policies(engine, grace_seconds)
     if dry_run:
         return _count_overdue(engine, sessions, grace_seconds, batch_size)
-    total = FinishResult()
+    total, grader = FinishResult(), AnswerGrader()
     while not should_stop():
-        batch = _finish_one_batch(engine, sessions, grace_seconds, batch_size)
+        batch = _finish_one_batch(engine, sessions, grader, grace_seconds, batch_size)
         if batch is None:
             break
         total += batch
@@ -73,7 +73,11 @@ def finish_expired(
 
 
 def _finish_one_batch(
-    engine: Engine, sessions: RedisSessions | None, grace_seconds: int, batch_size: int
+    engine: Engine,
+    sessions: RedisSessions | None,
+    grader: AnswerGrader,
+    grace_seconds: int,
+    batch_size: int,
 ) -> FinishResult | None:
     """Claim, finish and commit one batch; None when nothing is overdue any more."""
     with engine.begin() as conn:
@@ -83,7 +87,7 @@ def _finish_one_batch(
         claimed = _claimed(conn, query.with_for_update(of=exam_attempts, skip_locked=True))
         if not claimed:
             return None
-        outcome = finish_batch(conn, sessions, claimed, now, write=True)
+        outcome = finish_batch(conn, sessions, claimed, now, grader=grader, write=True)
     # Only after the commit: a session deleted before it could lose answers on a rollback.
     deleted = sessions.delete(outcome.finished_ids) if sessions is not None else 0
     logger.info(
@@ -102,7 +106,7 @@ def _count_overdue(
     engine: Engine, sessions: RedisSessions | None, grace_seconds: int, batch_size: int
 ) -> FinishResult:
     """Dry run: walk the overdue attempts in keyset order and count, writing nothing."""
-    total = FinishResult()
+    total, grader = FinishResult(), AnswerGrader()
     after: tuple[datetime, UUID] | None = None
     with engine.connect() as conn:
         cutoff = db_now(conn) - timedelta(seconds=grace_seconds)
@@ -113,7 +117,7 @@ def _count_overdue(
             claimed = _claimed(conn, query)
             if not claimed:
                 return total
-            outcome = finish_batch(conn, sessions, claimed, cutoff, write=False)
+            outcome = finish_batch(conn, sessions, claimed, cutoff, grader=grader, write=False)
             existing = len(outcome.finished_ids) if sessions is not None else 0
             total += _result(outcome, redis_deleted=existing)
             after = (claimed[-1].deadline_at, claimed[-1].id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 
@@ -13,17 +12,6 @@ from examctl.stores.archive_store import ArchiveStore, Encryption, open_store, p
 from tests.archive.support import StoreAt, s3_client, use_s3
 from tests.factories import Exam, make_exam
 from tests.servers import MotoServer
-
-
-@pytest.fixture(autouse=True)
-def _logging_restored() -> Iterator[None]:
-    """In-process CLI runs set the `examctl` logger up (own handler, no propagation), which
-    would hide later tests' records from caplog: put it back as it was."""
-    logger = logging.getLogger("examctl")
-    saved = (logger.handlers[:], logger.propagate, logger.level)
-    yield
-    logger.handlers[:], logger.propagate = saved[0], saved[1]
-    logger.setLevel(saved[2])
 
 
 @pytest.fixture
