@@ -132,7 +132,7 @@ def _write_verified(
 
     def fill(out: HashingWriter) -> None:
         nonlocal exported
-        exported = export_object(engine, planned.attempt_ids, out)
+        exported = export_object(engine, planned, out)
 
     try:
         stored = write_object(store, key, fill)

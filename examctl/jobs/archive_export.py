@@ -50,6 +50,7 @@ from examctl.db.schema import (
     exam_attempts,
     proctoring_events,
 )
+from examctl.db.types import UtcDateTime
 from examctl.stores.archive_store import HashingWriter
 
 _T = TypeVar("_T")
@@ -63,6 +64,7 @@ IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound-parameter lim
 class PlannedObject:
     day: date
     attempt_ids: list[UUID]
+    first_at: datetime  # finished_at of the first attempt: it bounds every scan of the object
     last: tuple[datetime, UUID]  # keyset position of the last attempt, for the next plan
 
 
@@ -71,6 +73,7 @@ class Exported:
     """What an object holds, counted while it was written."""
 
     attempt_ids: list[UUID] = field(default_factory=list)
+    finished_between: tuple[datetime, datetime] | None = None  # the planned object's range
     answers: int = 0
     events: int = 0
     snapshot_xmin: int | None = None  # PostgreSQL: rows written from this xid on are newer
@@ -105,7 +108,7 @@ def plan_objects(engine: Engine, cutoff: datetime, max_attempts: int) -> Iterato
         day = rows[0].finished_at.date()
         rows = [row for row in rows if row.finished_at.date() == day]
         after = (rows[-1].finished_at, rows[-1].id)
-        yield PlannedObject(day, [row.id for row in rows], after)
+        yield PlannedObject(day, [row.id for row in rows], rows[0].finished_at, after)
 
 
 def count_due(engine: Engine, cutoff: datetime, max_attempts: int) -> tuple[int, int, int, int]:
@@ -130,9 +133,11 @@ def count_due(engine: Engine, cutoff: datetime, max_attempts: int) -> tuple[int,
     return sum(days), answers, events, objects
 
 
-def export_object(engine: Engine, attempt_ids: Sequence[UUID], out: HashingWriter) -> Exported:
+def export_object(engine: Engine, planned: PlannedObject, out: HashingWriter) -> Exported:
     """Write the attempts' gzip JSON Lines to `out`, in (finished_at, id) order."""
-    exported = Exported()
+    between = (planned.first_at, planned.last[0])
+    exported = Exported(finished_between=between)
+    attempt_ids = planned.attempt_ids
     with (
         gzip.GzipFile(fileobj=out, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as gz,
         engine.connect() as conn,
@@ -142,7 +147,7 @@ def export_object(engine: Engine, attempt_ids: Sequence[UUID], out: HashingWrite
             exported.snapshot_xmin = conn.execute(
                 text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
             ).scalar_one()
-            batches = _postgres_lines(conn, attempt_ids)
+            batches = _postgres_lines(conn, attempt_ids, between)
         else:
             batches = _python_lines(conn, attempt_ids)
         for batch in batches:
@@ -166,7 +171,9 @@ _POSTGRES_LINES = text(
            json_build_object('attempt', row_to_json(a),
                              'answers', coalesce(ans.rows, '[]'::json),
                              'proctoring_events', coalesce(ev.rows, '[]'::json))::text
-    FROM (SELECT * FROM exam_attempts WHERE id = ANY(:ids) ORDER BY finished_at, id) a
+    FROM (SELECT * FROM exam_attempts
+          WHERE id = ANY(:ids) AND finished_at BETWEEN :first AND :last
+          ORDER BY finished_at, id) a
     CROSS JOIN LATERAL (
         SELECT array_to_json(array_agg(x ORDER BY x.id)) AS rows, count(*) AS n
         FROM attempt_answers x WHERE x.attempt_id = a.id) ans
@@ -174,15 +181,24 @@ _POSTGRES_LINES = text(
         SELECT array_to_json(array_agg(e ORDER BY e.id)) AS rows, count(*) AS n
         FROM proctoring_events e WHERE e.attempt_id = a.id) ev
     """
-).bindparams(bindparam("ids", type_=ARRAY(Uuid())))
+).bindparams(
+    bindparam("ids", type_=ARRAY(Uuid())),
+    bindparam("first", type_=UtcDateTime()),
+    bindparam("last", type_=UtcDateTime()),
+)
 
 
-def _postgres_lines(conn: Connection, attempt_ids: Sequence[UUID]) -> Iterator[Sequence[Any]]:
+def _postgres_lines(
+    conn: Connection, attempt_ids: Sequence[UUID], between: tuple[datetime, datetime]
+) -> Iterator[Sequence[Any]]:
     """Batches of lines from a server-side cursor, fetched one batch ahead in a thread, so the
     server builds the next batch while this process compresses the current one."""
+    # A cursor is planned for its first rows (cursor_tuple_fraction 0.1); every row is read.
+    conn.execute(text("SET LOCAL cursor_tuple_fraction = 1.0"))
     # max_row_buffer, not yield_per: with yield_per, partitions() kept every row (measured).
     streamed = conn.execution_options(stream_results=True, max_row_buffer=FETCH_ROWS)
-    result = streamed.execute(_POSTGRES_LINES, {"ids": list(attempt_ids)})
+    params = {"ids": list(attempt_ids), "first": between[0], "last": between[1]}
+    result = streamed.execute(_POSTGRES_LINES, params)
     yield from prefetched(result.partitions(FETCH_ROWS))
 
 

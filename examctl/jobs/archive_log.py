@@ -124,7 +124,7 @@ def _delete_rows(
 ) -> None:
     ids = exported.attempt_ids
     if is_postgres(conn) and exported.snapshot_xmin is not None:
-        counts, changed = _delete_postgres(conn, ids, cutoff, exported.snapshot_xmin)
+        counts, changed = _delete_postgres(conn, exported, cutoff, exported.snapshot_xmin)
     else:
         counts, changed = _delete_chunked(conn, ids, cutoff), False
     if changed or counts != (len(ids), exported.answers, exported.events):
@@ -157,28 +157,33 @@ _PG_DELETES = {
     "exam_attempts": text(
         _PG_DELETE.format(
             table="exam_attempts",
-            where="id = ANY(:ids) AND status = ANY(:finished) AND finished_at < :cutoff",
+            where="id = ANY(:ids) AND status = ANY(:finished) AND finished_at < :cutoff"
+            " AND finished_at BETWEEN :first AND :last",
         )
     ).bindparams(
         _PG_IDS,
         bindparam("finished", type_=ARRAY(Text())),
         bindparam("cutoff", type_=UtcDateTime()),
+        bindparam("first", type_=UtcDateTime()),
+        bindparam("last", type_=UtcDateTime()),
     )
 }
 
 
 def _delete_postgres(
-    conn: Connection, ids: Sequence[UUID], cutoff: datetime, snapshot_xmin: int
+    conn: Connection, exported: Exported, cutoff: datetime, snapshot_xmin: int
 ) -> tuple[tuple[int, int, int], bool]:
     """Delete, and tell whether any row was written after the export began: age(xmin) counts
     the transactions since a row version was written, so a regrade meanwhile shows up here."""
     current = conn.execute(text("SELECT pg_current_xact_id()::text::bigint")).scalar_one()
     horizon = int(current) - snapshot_xmin
+    assert exported.finished_between is not None
+    first, last = exported.finished_between
     counts, changed = {}, False
     for table, statement in _PG_DELETES.items():
-        params = {"ids": list(ids), "horizon": horizon}
+        params = {"ids": list(exported.attempt_ids), "horizon": horizon}
         if table == "exam_attempts":
-            params.update(finished=list(FINISHED_STATUSES), cutoff=cutoff)
+            params.update(finished=list(FINISHED_STATUSES), cutoff=cutoff, first=first, last=last)
         count, newer = conn.execute(statement, params).one()
         counts[table], changed = int(count), changed or bool(newer)
     answers, events = counts["attempt_answers"], counts["proctoring_events"]

@@ -32,14 +32,14 @@ def _arm(step: str, nth: int) -> None:
 
     export = archive_job.export_object
 
-    def export_then_die(engine: Any, ids: Any, out: Any) -> Any:
+    def export_then_die(engine: Any, planned: Any, out: Any) -> Any:
         nonlocal seen
         seen += 1
         if seen == nth:
             out.write(b"\x1f\x8b\x08 the first bytes of an object")
             out.flush()
             _die()
-        return export(engine, ids, out)
+        return export(engine, planned, out)
 
     if step == "writing":
         archive_job.export_object = export_then_die  # type: ignore[assignment]
