@@ -16,6 +16,7 @@ from examctl.db.engine import db_now
 from examctl.db.schema import attempt_answers, exam_attempts, exams, proctoring_events, questions
 from examctl.errors import UsageError
 from examctl.resources import Resources
+from examctl.runner import JobReport
 
 DEMO_TITLE_PREFIX = "Demo: "
 
@@ -236,3 +237,21 @@ def run_demo(res: Resources) -> None:
         "finish-expired", lambda: finish_expired(res.engine, res.sessions), notes=[note]
     )
     render_report(report, as_json=False)
+    render_report(_demo_archive(res), as_json=False)
+
+
+def _demo_archive(res: Resources) -> JobReport:
+    """Archive the sample's old finished attempts into ./examctl-archive (a local directory)."""
+    from examctl.jobs.archive import archive
+    from examctl.stores.archive_store import DEFAULT_DEST, open_store, parse_destination
+
+    store = open_store(parse_destination(DEFAULT_DEST))
+    try:
+        return res.run_job(
+            "archive",
+            lambda: archive(res.engine, store),
+            exclusive=True,
+            notes=[f"archived to {store.destination}; `examctl restore` puts them back"],
+        )
+    finally:
+        store.close()

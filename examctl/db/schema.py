@@ -144,3 +144,41 @@ reminders = Table(
     Column("error", Text, nullable=True),
     UniqueConstraint("attempt_id", "minutes_before", name="uq_examctl_reminders_attempt_minutes"),
 )
+
+# --- archive: the manifest log (SPEC §7) ------------------------------------------------------
+# One row per archive run and one per data object it planned. An object's rows are deleted from
+# the live tables in the same transaction that marks it `deleted`, so these tables always say
+# which attempts left the database and in which object; a rerun completes what a killed run left.
+
+archive_runs = Table(
+    "examctl_archive_runs",
+    metadata,
+    Column("id", Text, primary_key=True),  # the run id in object keys and the manifest's name
+    Column("dest", Text, nullable=False),  # s3://bucket/prefix or an absolute directory
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("cutoff", UtcDateTime, nullable=False),  # archived: finished_at before this
+    Column("status", Text, nullable=False),  # running | complete | failed | recovered
+    Column("manifest_key", Text, nullable=True),  # set once the manifest is written and verified
+    Column("manifest_sha256", Text, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+archived_objects = Table(
+    "examctl_archived_objects",
+    metadata,
+    Column("id", BigId, Identity(), primary_key=True),
+    Column("run_id", Text, ForeignKey("examctl_archive_runs.id"), nullable=False),
+    Column("key", Text, nullable=False, unique=True),  # relative to the destination
+    Column("day", Text, nullable=False),  # YYYY-MM-DD (UTC) of the attempts' finished_at
+    Column("state", Text, nullable=False),  # planned | deleted | discarded
+    Column("attempt_ids", JsonDocument, nullable=False),  # planned, then exactly those stored
+    Column("attempts", Integer, nullable=False),
+    Column("answers", Integer, nullable=True),
+    Column("events", Integer, nullable=True),
+    Column("bytes", BigId, nullable=True),
+    Column("sha256", Text, nullable=True),
+    Column("planned_at", UtcDateTime, nullable=False),
+    Column("deleted_at", UtcDateTime, nullable=True),
+    Index("ix_examctl_archived_objects_run", "run_id", "id"),
+)

@@ -31,11 +31,6 @@ from tests.deploy.deployfiles import (
 BASE = datetime(2026, 3, 1, 0, 0, 30, tzinfo=UTC)  # a Sunday; 10 runs cover a day and an hour
 RUNS = 10
 
-# UNTIL-MERGE (lead: delete this set and its use below when issues 4-6 are merged): these jobs
-# are deployed here but their commands are built on other branches, so in this branch alone
-# "the deployed job is an examctl command" cannot hold for them yet.
-AWAITING_MERGE_OF_ISSUES_4_TO_6 = frozenset({"archive"})
-
 
 def _timer_jobs() -> dict[str, tuple[str, tuple[str, ...]]]:
     """job → (OnCalendar, flags) from each timer and the service it starts."""
@@ -99,18 +94,7 @@ def test_drift__sweep__same_flags_in_systemd_and_kubernetes() -> None:
 
 
 def _deployed_params() -> list[object]:
-    return [
-        pytest.param(
-            job,
-            marks=pytest.mark.xfail(
-                reason=f"UNTIL-MERGE: `examctl {job}` is built on another branch",
-                strict=False,
-            ),
-        )
-        if job in AWAITING_MERGE_OF_ISSUES_4_TO_6
-        else job
-        for job in sorted(_deployed_jobs())
-    ]
+    return sorted(_deployed_jobs())
 
 
 def _flags_of(job: str) -> set[tuple[str, ...]]:
