@@ -125,10 +125,10 @@ def _wait4(pid: int, timeout_s: float) -> tuple[int, int, Any]:
         time.sleep(0.02)
 
 
-def python_env(**overrides: str) -> dict[str, str]:
-    """Environment of a Python child that runs this checkout's code."""
+def python_env(root: Path = REPO_ROOT, **overrides: str) -> dict[str, str]:
+    """Environment of a Python child that runs the code under `root` (default: this checkout)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env.update(overrides)
     return env
 

@@ -26,6 +26,7 @@ identical figures, attempt by attempt and answer by answer.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ import _finish_expired_baseline as baseline
 import _finish_expired_data as data
 from _common import (
     OUT_DIR,
+    REPO_ROOT,
     Measured,
     TransactionWatcher,
     clone_database,
@@ -110,6 +112,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-redis", action="store_true", help="no examctl + Redis row")
     parser.add_argument("--profile", action="store_true", help="also cProfile examctl")
     parser.add_argument("--keep", action="store_true", help="keep the server dir for inspection")
+    parser.add_argument(
+        "--examctl-root",
+        type=Path,
+        default=REPO_ROOT,
+        help="run the examctl found here (e.g. a patched copy); default: this checkout",
+    )
     return parser.parse_args()
 
 
@@ -160,7 +168,7 @@ def run_examctl(pg: Any, overdue: int, args: argparse.Namespace, redis_url: str 
     sessions = fill_redis(url, redis_url) if redis_url else None
     argv = examctl_argv(args, redis_url)
     log(f"{' '.join(argv[1:])} …")
-    env = python_env(DATABASE_URL=url, EXAMCTL_LOG_FORMAT="json")
+    env = python_env(args.examctl_root, DATABASE_URL=url, EXAMCTL_LOG_FORMAT="json")
     if redis_url:
         env["REDIS_URL"] = redis_url
     with TransactionWatcher(pg.url(), "examctl") as watcher:
@@ -168,14 +176,38 @@ def run_examctl(pg: Any, overdue: int, args: argparse.Namespace, redis_url: str 
     if run.returncode != 0:
         raise RuntimeError(f"examctl failed ({run.returncode}):\n{run.stderr[-3000:]}")
     counts = run.json()["counts"]
-    batches = sum('"batch finished"' in line for line in run.stderr.splitlines())
     label = "examctl + Redis" if redis_url else "examctl --no-redis"
     outcome = Outcome(label, name, counts["finished"], run, watcher.longest_s, watcher.transactions)
-    outcome.notes.append(f"{label}: {batches} batches, counts {json.dumps(counts)}")
+    outcome.notes.append(f"{label}: counts {json.dumps(counts)}")
+    outcome.notes.append(f"{label}: {batch_pace(run.stderr)}")
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / f"{name}_{overdue}.log").write_text(run.stderr)
     if sessions is not None:
         assert redis_url is not None
         check_redis_run(outcome, url, redis_url, sessions, counts)
     return outcome
+
+
+def batch_pace(log: str) -> str:
+    """From the JSON log: how long apart the "batch finished" lines came, early and late.
+
+    A batch that gets slower as the run goes on (work growing with the part of the table
+    already done) shows here as late intervals longer than early ones.
+    """
+    times = [
+        datetime.fromisoformat(entry["ts"])
+        for entry in (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+        if entry.get("action") == "batch_finished"
+    ]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    if not gaps:
+        return f"{len(times)} batches"
+    tenth = max(1, len(gaps) // 10)
+    early, late = sum(gaps[:tenth]) / tenth, sum(gaps[-tenth:]) / tenth
+    return (
+        f"{len(times)} batches; seconds between batches: first tenth {early:.2f}, "
+        f"last tenth {late:.2f}, max {max(gaps):.2f}"
+    )
 
 
 def examctl_argv(args: argparse.Namespace, redis_url: str | None) -> list[str]:
@@ -372,6 +404,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, problems: list[str
         f"\nfinish-expired: {args.attempts} overdue attempts x {args.answers} answers x "
         f"{args.events} proctoring events; PostgreSQL durable (fsync, synchronous_commit on)"
     )
+    if args.examctl_root != REPO_ROOT:
+        print(f"examctl run from {args.examctl_root} (not this checkout)")
     rows = []
     for o in outcomes:
         rate = o.attempts / o.run.seconds
@@ -420,7 +454,9 @@ def profile(pg: Any, args: argparse.Namespace) -> None:
     argv = examctl_argv(args, None)
     argv[1:1] = ["-m", "cProfile", "-o", str(output)]
     log(f"profiling: {' '.join(argv[1:])}")
-    run = run_measured(argv, python_env(DATABASE_URL=url, EXAMCTL_LOG_FORMAT="json"))
+    run = run_measured(
+        argv, python_env(args.examctl_root, DATABASE_URL=url, EXAMCTL_LOG_FORMAT="json")
+    )
     print(f"\ncProfile of examctl --no-redis ({run.seconds:.1f} s under the profiler): {output}")
     stats = pstats.Stats(str(output))
     stats.sort_stats("tottime").print_stats(25)
