@@ -2,6 +2,12 @@
 
     python bench/finish_expired.py                                  # 20,000 attempts, all rows
     python bench/finish_expired.py --attempts 100000 --skip-baseline    # does RSS stay flat?
+    python bench/finish_expired.py --examctl-root /tmp/patched      # measure a patched copy
+    python bench/finish_expired.py --attempts 2000 --profile        # + cProfile of examctl
+
+Other flags: --answers 30, --events 20, --batch-size N (passed to examctl), --skip-redis,
+--keep (keep the cluster's directory). A 20,000-attempt run takes 12-15 minutes on the 2-core
+machine, most of it the baseline. Logs and profiles land in bench/out/ (git-ignored).
 
 On a durable PostgreSQL it starts itself, it builds `--attempts` overdue attempts x `--answers`
 answers x `--events` proctoring events (plus live and submitted attempts that must stay
