@@ -85,8 +85,13 @@ class Measured:
         return json.loads(self.stdout)
 
 
-def run_measured(argv: Sequence[str], env: dict[str, str], timeout_s: float = 3600) -> Measured:
-    """Run argv to completion; wall time from spawn to exit and the child's own peak RSS.
+def run_measured(
+    argv: Sequence[str], env: dict[str, str], *, cwd: Path = REPO_ROOT, timeout_s: float = 3600
+) -> Measured:
+    """Run argv in `cwd` to completion; wall time from spawn to exit and the child's own peak RSS.
+
+    `python -m pkg` puts the working directory first on sys.path, before PYTHONPATH: run it in
+    the directory whose `pkg` is meant, or it silently imports the one found there instead.
 
     os.wait4 returns the rusage of that one child, so the figure is not mixed up with other
     children (initdb, earlier contenders) as RUSAGE_CHILDREN would be. Output goes to temporary
@@ -94,7 +99,7 @@ def run_measured(argv: Sequence[str], env: dict[str, str], timeout_s: float = 36
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(argv, env=env, stdout=out, stderr=err)
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err)
         try:
             _pid, status, usage = _wait4(process.pid, timeout_s)
         except BaseException:

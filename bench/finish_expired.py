@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -175,10 +176,11 @@ def run_examctl(pg: Any, overdue: int, args: argparse.Namespace, redis_url: str 
     argv = examctl_argv(args, redis_url)
     log(f"{' '.join(argv[1:])} …")
     env = python_env(args.examctl_root, DATABASE_URL=url, EXAMCTL_LOG_FORMAT="json")
+    check_examctl_root(env, args.examctl_root)
     if redis_url:
         env["REDIS_URL"] = redis_url
     with TransactionWatcher(pg.url(), "examctl") as watcher:
-        run = run_measured(argv, env)
+        run = run_measured(argv, env, cwd=args.examctl_root)
     if run.returncode != 0:
         raise RuntimeError(f"examctl failed ({run.returncode}):\n{run.stderr[-3000:]}")
     counts = run.json()["counts"]
@@ -192,6 +194,14 @@ def run_examctl(pg: Any, overdue: int, args: argparse.Namespace, redis_url: str 
         assert redis_url is not None
         check_redis_run(outcome, url, redis_url, sessions, counts)
     return outcome
+
+
+def check_examctl_root(env: dict[str, str], root: Path) -> None:
+    """Fail unless the child really imports the examctl under `root` (see run_measured)."""
+    probe = [sys.executable, "-c", "import examctl; print(examctl.__file__)"]
+    found = subprocess.run(probe, env=env, cwd=root, capture_output=True, text=True, check=True)
+    if not Path(found.stdout.strip()).resolve().is_relative_to(root.resolve()):
+        raise RuntimeError(f"examctl imported from {found.stdout.strip()}, not from {root}")
 
 
 def batch_pace(log: str) -> str:
@@ -460,9 +470,8 @@ def profile(pg: Any, args: argparse.Namespace) -> None:
     argv = examctl_argv(args, None)
     argv[1:1] = ["-m", "cProfile", "-o", str(output)]
     log(f"profiling: {' '.join(argv[1:])}")
-    run = run_measured(
-        argv, python_env(args.examctl_root, DATABASE_URL=url, EXAMCTL_LOG_FORMAT="json")
-    )
+    env = python_env(args.examctl_root, DATABASE_URL=url, EXAMCTL_LOG_FORMAT="json")
+    run = run_measured(argv, env, cwd=args.examctl_root)
     print(f"\ncProfile of examctl --no-redis ({run.seconds:.1f} s under the profiler): {output}")
     stats = pstats.Stats(str(output))
     stats.sort_stats("tottime").print_stats(25)
