@@ -766,7 +766,8 @@ def demo_command(
     with reported_errors(settings.secrets), opened(settings) as res:
         from examctl.demo import run_demo
 
-        run_demo(res)
+        code = run_demo(res)
+    raise typer.Exit(code=code)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,7 +17,6 @@ from examctl.db.engine import db_now
 from examctl.db.schema import attempt_answers, exam_attempts, exams, proctoring_events, questions
 from examctl.errors import UsageError
 from examctl.resources import Resources
-from examctl.runner import JobReport
 
 DEMO_TITLE_PREFIX = "Demo: "
 
@@ -216,42 +216,82 @@ def _write_redis_sessions(
     return len(live)
 
 
-def run_demo(res: Resources) -> None:
-    """Seed, run every job once, and show what happened."""
+def run_demo(res: Resources) -> int:
+    """Seed, run every job once as cron would, show `status`; returns the exit code."""
     from rich.console import Console
 
     from examctl.db.migrate import init_schema
-    from examctl.jobs.finish_expired import finish_expired
     from examctl.render import render_report
+    from examctl.status import collect_status, render_status
 
     console = Console()
     init_schema(res.engine)
     sample = seed_demo(res.engine, res)
+    console.rule("[bold]examctl demo")
     console.print(
-        f"[bold]Sample written[/] to {res.settings.database_display}: {sample.exams} exams, "
-        f"{sample.attempts} attempts, {sample.answers} answers, {sample.events} proctoring "
-        f"events, {sample.redis_sessions} Redis sessions"
+        f"Sample written to [cyan]{res.settings.database_display}[/]: {sample.exams} exams "
+        f"(every overdue policy, every question kind), {sample.attempts} attempts, "
+        f"{sample.answers} answers, {sample.events} proctoring events, "
+        f"{sample.redis_sessions} Redis sessions\n"
     )
-    note = "" if res.sessions else "Redis not configured (REDIS_URL): Redis work skipped"
-    report = res.run_job(
-        "finish-expired", lambda: finish_expired(res.engine, res.sessions), notes=[note]
+    reports = [
+        res.run_job(job, work, exclusive=exclusive, notes=notes)
+        for job, work, exclusive, notes in _demo_jobs(res)
+    ]
+    for report in reports:
+        render_report(report, as_json=False)
+        console.print()
+    render_status(collect_status(res.engine, res.sessions))
+    console.print(
+        "\n[dim]Next: `examctl history`, `examctl status --json`, "
+        "`examctl restore examctl-archive/manifests/<run-id>.json`[/]"
     )
-    render_report(report, as_json=False)
-    render_report(_demo_archive(res), as_json=False)
+    return max((r.exit_code for r in reports), default=0)
 
 
-def _demo_archive(res: Resources) -> JobReport:
-    """Archive the sample's old finished attempts into ./examctl-archive (a local directory)."""
+DemoJob = tuple[str, Callable[[], object], bool, list[str]]
+
+
+def _demo_jobs(res: Resources) -> list[DemoJob]:
+    """Every scheduled job, in the order cron would run them, with the demo's settings."""
     from examctl.jobs.archive import archive
+    from examctl.jobs.clean_redis import clean_redis
+    from examctl.jobs.finish_expired import finish_expired
+    from examctl.jobs.purge_proctoring import purge_proctoring
+    from examctl.jobs.remind import remind
+    from examctl.notifiers import LogNotifier
     from examctl.stores.archive_store import DEFAULT_DEST, open_store, parse_destination
 
-    store = open_store(parse_destination(DEFAULT_DEST))
-    try:
-        return res.run_job(
+    def archive_locally() -> object:
+        store = open_store(parse_destination(DEFAULT_DEST))
+        try:
+            return archive(res.engine, store)
+        finally:
+            store.close()
+
+    no_redis = [] if res.sessions else ["Redis not configured (REDIS_URL): Redis work skipped"]
+    return [
+        ("finish-expired", lambda: finish_expired(res.engine, res.sessions), False, no_redis),
+        (
+            "remind",
+            lambda: remind(res.engine, LogNotifier(), thresholds=(10, 5, 1)),
+            False,
+            ["notify: log (reminders are log lines on stderr)"],
+        ),
+        ("clean-redis", lambda: clean_redis(res.engine, res.sessions), True, []),
+        (
+            "purge-proctoring",
+            lambda: purge_proctoring(res.engine, days=90, batch_size=10_000, dry_run=False),
+            True,
+            ["events older than 90 days"],
+        ),
+        (
             "archive",
-            lambda: archive(res.engine, store),
-            exclusive=True,
-            notes=[f"archived to {store.destination}; `examctl restore` puts them back"],
-        )
-    finally:
-        store.close()
+            archive_locally,
+            True,
+            [
+                f"attempts finished over 180 days ago, to {DEFAULT_DEST}; "
+                "`examctl restore` puts them back"
+            ],
+        ),
+    ]
