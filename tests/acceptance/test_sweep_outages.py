@@ -61,6 +61,7 @@ def test_sweep__postgres_restarted__recovers_and_logs_the_outage_once(
     own_postgres.start()
     after = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(seconds=1))
     wait_until(is_finished(engine, after), timeout_s=10, what="finished after the restart")
+    time.sleep(2.5)  # the remind loop backs off up to --interval: let it run a good round too
     code, _, stderr = stop_process(sweep)
 
     assert code == 0, stderr
