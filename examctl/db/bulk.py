@@ -79,10 +79,14 @@ def _update_from_unnest(
     if only_if is not None:
         compiled = only_if.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
         guard = f" AND {str(compiled).replace('%', '%%')}"
+    # `key = ANY(keys)` makes the planner fetch exactly the batch's rows by index; joined on v
+    # alone it may walk the primary key from its start up to the batch.
+    key_type = _pg_array_type(conn, table.c[key])
     sql = (
         f"UPDATE {table.name} SET {assignments} "
         f"FROM unnest({arrays}) AS v({', '.join(names)}) "
-        f"WHERE {table.name}.{key} = v.{key}{guard}"
+        f"WHERE {table.name}.{key} = v.{key} "
+        f"AND {table.name}.{key} = ANY(%({key})s::{key_type}){guard}"
     )
     params = {
         n: _pg_array(c, [row[n] for row in rows]) for n, c in zip(names, columns, strict=True)

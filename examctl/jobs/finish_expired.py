@@ -182,6 +182,10 @@ def _tune_batch_transaction(conn: Connection) -> None:
     if is_postgres(conn):
         # Short, planned-once statements: JIT compilation costs more than it saves here.
         conn.execute(text("SET LOCAL jit = off"))
+        # psycopg prepares a statement run 5 times, and after 5 more PostgreSQL may switch it to
+        # a generic plan that takes unnest() for one row: nested loops, and a batch took 4-5 s
+        # instead of 1 s from the 11th batch on (bench/finish_expired.py).
+        conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 def _result(outcome: Any, *, redis_deleted: int) -> FinishResult:
