@@ -22,7 +22,7 @@ import typer
 from typer._click import exceptions as click_errors
 
 from examctl.errors import ExamctlError, UsageError
-from examctl.settings import Settings
+from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, Settings
 
 if TYPE_CHECKING:
     from examctl.notifiers import Notifier
@@ -178,7 +178,7 @@ def opened(
 @app.command("finish-expired")
 def finish_expired_command(
     grace_seconds: GraceSeconds = 0,
-    batch_size: BatchSize = 1000,
+    batch_size: BatchSize = DEFAULT_FINISH_BATCH_SIZE,
     no_redis: NoRedis = False,
     dry_run: DryRun = False,
     as_json: JsonFlag = False,
@@ -377,7 +377,7 @@ def sweep_command(
         typer.Option("--health-file", dir_okay=False, help="Touched after each successful round."),
     ] = None,
     grace_seconds: GraceSeconds = 0,
-    batch_size: BatchSize = 1000,
+    batch_size: BatchSize = DEFAULT_FINISH_BATCH_SIZE,
     at: Thresholds = "10,5,1",
     no_remind: Annotated[
         bool, typer.Option("--no-remind", help="Only finish attempts; send no reminders.")

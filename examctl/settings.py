@@ -16,6 +16,8 @@ from examctl.errors import UsageError
 
 DEFAULT_DATABASE_URL = "sqlite:///examctl.db"
 DEFAULT_REDIS_PREFIX = "exam:attempt:"
+# Attempts finished per transaction (finish-expired, sweep); here so --help needs no job module.
+DEFAULT_FINISH_BATCH_SIZE = 1000
 LOG_FORMATS = ("text", "json")
 
 # Every form the platform's own configuration uses runs on psycopg 3 here.

@@ -24,11 +24,10 @@ from examctl.db.functions import plus_minutes
 from examctl.db.schema import OVERDUE_POLICIES, STATUS_IN_PROGRESS, exam_attempts, exams
 from examctl.errors import UsageError
 from examctl.jobs.finish_batch import AnswerGrader, Claimed, finish_batch
+from examctl.settings import DEFAULT_FINISH_BATCH_SIZE
 from examctl.stores.redis_sessions import RedisSessions
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def finish_expired(
     sessions: RedisSessions | None,
     *,
     grace_seconds: int = 0,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = DEFAULT_FINISH_BATCH_SIZE,
     dry_run: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> FinishResult:

@@ -33,6 +33,7 @@ from examctl.jobs.remind import remind, seconds_until_next_reminder
 from examctl.jobs.sweep_loop import RoundLoop
 from examctl.notifiers import Notifier
 from examctl.runner import JobContext, JobReport, _counts
+from examctl.settings import DEFAULT_FINISH_BATCH_SIZE
 from examctl.stores.redis_sessions import RedisSessions
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ DEFAULT_INTERVAL_S = 30.0
 class SweepConfig:
     interval_s: float = DEFAULT_INTERVAL_S
     grace_seconds: int = 0
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_FINISH_BATCH_SIZE
     thresholds: tuple[int, ...] = (1, 5, 10)  # empty: no reminders
     health_file: Path | None = None
 
