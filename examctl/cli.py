@@ -22,7 +22,7 @@ import typer
 from typer._click import exceptions as click_errors
 
 from examctl.errors import ExamctlError, UsageError
-from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, Settings
+from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, DEFAULT_FINISH_WORKERS, Settings
 
 if TYPE_CHECKING:
     from examctl.notifiers import Notifier
@@ -99,6 +99,15 @@ GraceSeconds = Annotated[
 ]
 BatchSize = Annotated[
     int, typer.Option("--batch-size", min=1, max=100_000, help="Attempts per transaction.")
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        max=16,
+        help="Batches finished at once on PostgreSQL, each its own connection (SQLite: 1).",
+    ),
 ]
 NoRedis = Annotated[
     bool,
@@ -179,6 +188,7 @@ def opened(
 def finish_expired_command(
     grace_seconds: GraceSeconds = 0,
     batch_size: BatchSize = DEFAULT_FINISH_BATCH_SIZE,
+    workers: Workers = DEFAULT_FINISH_WORKERS,
     no_redis: NoRedis = False,
     dry_run: DryRun = False,
     as_json: JsonFlag = False,
@@ -205,6 +215,7 @@ def finish_expired_command(
                 res.sessions,
                 grace_seconds=grace_seconds,
                 batch_size=batch_size,
+                workers=workers,
                 dry_run=dry_run,
             ),
             dry_run=dry_run,
@@ -378,6 +389,7 @@ def sweep_command(
     ] = None,
     grace_seconds: GraceSeconds = 0,
     batch_size: BatchSize = DEFAULT_FINISH_BATCH_SIZE,
+    workers: Workers = DEFAULT_FINISH_WORKERS,
     at: Thresholds = "10,5,1",
     no_remind: Annotated[
         bool, typer.Option("--no-remind", help="Only finish attempts; send no reminders.")
@@ -412,6 +424,7 @@ def sweep_command(
             interval_s=interval,
             grace_seconds=grace_seconds,
             batch_size=batch_size,
+            workers=workers,
             thresholds=() if no_remind else thresholds,
             health_file=health_file,
         )

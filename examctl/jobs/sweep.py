@@ -33,7 +33,7 @@ from examctl.jobs.remind import remind, seconds_until_next_reminder
 from examctl.jobs.sweep_loop import RoundLoop
 from examctl.notifiers import Notifier
 from examctl.runner import JobContext, JobReport, _counts
-from examctl.settings import DEFAULT_FINISH_BATCH_SIZE
+from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, DEFAULT_FINISH_WORKERS
 from examctl.stores.redis_sessions import RedisSessions
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class SweepConfig:
     interval_s: float = DEFAULT_INTERVAL_S
     grace_seconds: int = 0
     batch_size: int = DEFAULT_FINISH_BATCH_SIZE
+    workers: int = DEFAULT_FINISH_WORKERS
     thresholds: tuple[int, ...] = (1, 5, 10)  # empty: no reminders
     health_file: Path | None = None
 
@@ -85,6 +86,7 @@ def sweep(
             sessions,
             grace_seconds=config.grace_seconds,
             batch_size=config.batch_size,
+            workers=config.workers,
             dry_run=dry_run,
             should_stop=stop.is_set,
         )

@@ -194,13 +194,16 @@ def test_connection_dropped_mid_run__exit_3_then_rerun_finishes_exactly_once(
             )
             conn.commit()
             time.sleep(0.01)
-    _, err = victim.communicate()
+    out, err = victim.communicate()
     rerun = run_examctl("finish-expired", "--json", DATABASE_URL=pg_url)
 
     assert victim.returncode == 3, err[-800:]
     assert "examctl: error: database unreachable" in err
     assert rerun.returncode == 0
     assert _audit(pg_engine) == (2000, 2000, 0)
+    # What the killed run committed is reported, by every worker: the two runs add up.
+    victim_counts = json.loads(out)["counts"]
+    assert victim_counts["finished"] + json.loads(rerun.stdout)["counts"]["finished"] == 2000
 
 
 SQLITE_AUDIT = """

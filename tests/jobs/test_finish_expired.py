@@ -311,3 +311,62 @@ def test_finish_expired__redis_unreachable__nothing_finished(engine: Engine) -> 
     with pytest.raises(ServiceUnavailable, match="Redis unreachable"):
         finish_expired(engine, sessions)
     assert attempt_row(engine, attempt)["status"] == "IN_PROGRESS"
+
+
+def test_finish_expired__several_workers__every_attempt_once(engine: Engine) -> None:
+    exam = make_exam(engine)
+    now = now_of(engine)
+    attempts = [
+        make_attempt(engine, exam, deadline_at=now - timedelta(minutes=m), answers={0: "B"})
+        for m in range(1, 26)
+    ]
+
+    result = finish_expired(engine, None, batch_size=2, workers=3)
+
+    assert result == FinishResult(finished=25, expired=25, answers_graded=25)
+    assert {attempt_row(engine, a)["status"] for a in attempts} == {"EXPIRED"}
+    assert finish_expired(engine, None, workers=3) == FinishResult()
+
+
+def test_finish_expired__workers_below_one__usage_error(engine: Engine) -> None:
+    exam = make_exam(engine)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=1))
+
+    with pytest.raises(UsageError, match="--workers"):
+        finish_expired(engine, None, workers=0)
+    assert attempt_row(engine, attempt)["status"] == "IN_PROGRESS"
+
+
+def test_finish_expired__worker_fails__others_stop_and_committed_counts_reported(
+    pg_engine: Engine,
+) -> None:
+    exam = make_exam(pg_engine)
+    now = now_of(pg_engine)
+    for minutes in range(1, 41):
+        make_attempt(pg_engine, exam, deadline_at=now - timedelta(minutes=minutes))
+    # The 11th attempt finished makes its batch fail: a trigger refuses it.
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(
+            """
+            CREATE FUNCTION refuse_eleventh() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF (SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS') >= 10 THEN
+                RAISE EXCEPTION 'connection terminated by the test' USING ERRCODE = '57P01';
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER refuse_eleventh BEFORE UPDATE ON exam_attempts
+              FOR EACH ROW EXECUTE FUNCTION refuse_eleventh();
+            """
+        )
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        finish_expired(pg_engine, None, batch_size=1, workers=3)
+
+    with pg_engine.connect() as conn:
+        finished = conn.execute(
+            text("SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS'")
+        ).scalar_one()
+    assert isinstance(raised.value.partial, FinishResult)
+    assert raised.value.partial.finished == finished
+    assert 10 <= finished < 40
