@@ -1,7 +1,8 @@
 """Set-based writes shared by the jobs: one statement per table and batch.
 
-PostgreSQL gets one `UPDATE … FROM unnest(arrays)` (a single round trip, whatever the batch
-size); SQLite, which is embedded and has no round trips to save, gets an executemany.
+PostgreSQL gets one `UPDATE … FROM unnest(arrays)` or `INSERT … SELECT FROM unnest(arrays)`
+(a single round trip, whatever the batch size); SQLite, which is embedded and has no round
+trips to save, gets an executemany.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def upsert(
 ) -> None:
     """INSERT … ON CONFLICT (conflict) DO UPDATE the given columns, where `only_if` holds.
 
-    `only_if` receives the `excluded` row (the one proposed) and returns the condition.
+    `only_if` receives the `excluded` row (the one proposed) and returns the condition. No two
+    rows may share a `conflict` key (PostgreSQL refuses to update a row twice in one statement).
     """
     if not rows:
         return
@@ -59,7 +61,19 @@ def upsert(
         set_={name: statement.excluded[name] for name in update_columns},
         where=only_if(statement.excluded) if only_if is not None else None,
     )
-    conn.execute(statement, list(rows))
+    if not is_postgres(conn):
+        conn.execute(statement, list(rows))
+        return
+    # The ON CONFLICT clause as SQLAlchemy compiles it, after one INSERT … SELECT FROM unnest.
+    compiled = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    on_conflict = compiled[compiled.index(" ON CONFLICT ") :].replace("%", "%%")
+    names = list(rows[0])
+    columns = [table.c[name] for name in names]
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"SELECT * FROM unnest({_pg_arrays(conn, names, columns)}){on_conflict}"
+    )
+    conn.exec_driver_sql(sql, _pg_params(rows, names, columns))
 
 
 def _update_from_unnest(
@@ -71,9 +85,7 @@ def _update_from_unnest(
 ) -> int:
     names = list(rows[0])
     columns = [table.c[name] for name in names]
-    arrays = ", ".join(
-        f"%({n})s::{_pg_array_type(conn, c)}" for n, c in zip(names, columns, strict=True)
-    )
+    arrays = _pg_arrays(conn, names, columns)
     assignments = ", ".join(f"{n} = v.{n}" for n in names if n != key)
     guard = ""
     if only_if is not None:
@@ -88,10 +100,7 @@ def _update_from_unnest(
         f"WHERE {table.name}.{key} = v.{key} "
         f"AND {table.name}.{key} = ANY(%({key})s::{key_type}){guard}"
     )
-    params = {
-        n: _pg_array(c, [row[n] for row in rows]) for n, c in zip(names, columns, strict=True)
-    }
-    return int(conn.exec_driver_sql(sql, params).rowcount)
+    return int(conn.exec_driver_sql(sql, _pg_params(rows, names, columns)).rowcount)
 
 
 def _update_many(
@@ -112,6 +121,19 @@ def _update_many(
 _PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
+def _pg_arrays(conn: Connection, names: list[str], columns: list[Column[Any]]) -> str:
+    """`%(name)s::type[], …`: one array parameter per column."""
+    return ", ".join(
+        f"%({n})s::{_pg_array_type(conn, c)}" for n, c in zip(names, columns, strict=True)
+    )
+
+
+def _pg_params(
+    rows: Sequence[Mapping[str, Any]], names: list[str], columns: list[Column[Any]]
+) -> dict[str, list[Any]]:
+    return {n: _pg_array(c, [row[n] for row in rows]) for n, c in zip(names, columns, strict=True)}
+
+
 def _pg_array_type(conn: Connection, column: Column[Any]) -> str:
     if isinstance(column.type, UtcDateTime):
         return "timestamptz[]"
@@ -119,7 +141,8 @@ def _pg_array_type(conn: Connection, column: Column[Any]) -> str:
 
 
 def _pg_array(column: Column[Any], values: list[Any]) -> list[Any]:
-    # jsonb travels as its text inside a jsonb[] array; psycopg adapts every other type itself.
+    # jsonb travels as its text inside a jsonb[] array (None as JSON null, as SQLAlchemy's JSONB
+    # stores it); psycopg adapts every other type itself.
     if column.type.compile(dialect=_PG_DIALECT) == "JSONB":
-        return [None if v is None else json.dumps(v) for v in values]
+        return [json.dumps(v) for v in values]
     return values

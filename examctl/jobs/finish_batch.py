@@ -289,9 +289,10 @@ def _recover(
 ) -> list[dict[str, Any]]:
     """Redis answers that win over the database's: given before the deadline, and newer.
 
-    Returns the rows to upsert, and merges them into `stored` so they are graded.
+    Returns the rows to upsert (one per attempt and question), and merges them into `stored` so
+    they are graded.
     """
-    rows = []
+    rows: dict[tuple[UUID, UUID], dict[str, Any]] = {}
     for attempt in claimed:
         known = {q.id for q in exam_questions.get(attempt.exam_id, [])}
         for answer in redis_answers.get(attempt.id, []):
@@ -303,15 +304,13 @@ def _recover(
                 answers[answer.question_id] = StoredAnswer(
                     None, json.dumps(answer.value), answer.at
                 )
-                rows.append(
-                    {
-                        "attempt_id": attempt.id,
-                        "question_id": answer.question_id,
-                        "answer": answer.value,
-                        "answered_at": answer.at,
-                    }
-                )
-    return rows
+                rows[attempt.id, answer.question_id] = {
+                    "attempt_id": attempt.id,
+                    "question_id": answer.question_id,
+                    "answer": answer.value,
+                    "answered_at": answer.at,
+                }
+    return list(rows.values())
 
 
 def _write_recovered(conn: Connection, rows: list[dict[str, Any]]) -> None:

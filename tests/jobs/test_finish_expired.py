@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -370,3 +371,30 @@ def test_finish_expired__worker_fails__others_stop_and_committed_counts_reported
     assert isinstance(raised.value.partial, FinishResult)
     assert raised.value.partial.finished == finished
     assert 10 <= finished < 40
+
+
+def test_finish_expired__one_question_under_two_field_spellings__newest_recovered_once(
+    engine: Engine, redis_url: str, redis_client: redis.Redis
+) -> None:
+    exam = make_exam(engine)
+    deadline = now_of(engine) - timedelta(minutes=1)
+    attempt = make_attempt(engine, exam, deadline_at=deadline)
+    q = exam.question_ids
+    at = deadline - timedelta(minutes=5)
+    put_session(
+        redis_client,
+        attempt,
+        {q[0]: ("A", at), q[1]: (None, at)},
+        extra={f"answer:{str(q[0]).upper()}": json.dumps({"value": "B", "at": _iso(at, 60)})},
+    )
+
+    result = finish_expired(engine, RedisSessions(redis_url, "exam:attempt:"))
+
+    assert result.answers_recovered == 2 and result.finished == 1
+    answers = answer_rows(engine, attempt)
+    assert answers[q[0]]["answer"] == "B" and answers[q[0]]["is_correct"] is True
+    assert q[1] in answers and answers[q[1]]["answer"] is None
+
+
+def _iso(moment: datetime, plus_seconds: int) -> str:
+    return (moment + timedelta(seconds=plus_seconds)).astimezone(UTC).isoformat()
