@@ -4,7 +4,9 @@
     python bench/archive.py --attempts 200000     # the same per attempt: peak RSS must stay flat
     python bench/archive.py --attempts 5000 --no-s3 --no-python-json   # a quick check
 
-It starts a durable PostgreSQL (fsync and synchronous_commit on), builds the data once with
+It starts a durable PostgreSQL (fsync and synchronous_commit on) sized as in production
+(bench/_common.py PRODUCTION_SETTINGS: at 200,000 attempts the deletes write some 1.5 GB of WAL,
+and initdb's max_wal_size of 1 GB then forces checkpoints mid-run), builds the data once with
 generate_series into a template database, and gives each contender a fresh copy of it:
 
 - baseline: `psql -c "\\copy (SELECT <the same JSON lines> …) TO STDOUT" | gzip` (export only);
@@ -34,6 +36,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/archive.py` runs this checkout's code
     sys.path.insert(0, str(REPO_ROOT))
+
+from _common import PRODUCTION_SETTINGS, configure  # noqa: E402
 
 from tests.servers import MotoServer, PostgresServer  # noqa: E402
 
@@ -181,8 +185,11 @@ def run_examctl(name: str, url: str, dest: str, args: list[str], env: dict[str, 
         seconds = time.monotonic() - started
         out.seek(0)
         err.seek(0)
+        log = err.read().decode()
         if code != 0:
-            raise SystemExit(f"{name} failed ({code}): {err.read().decode()[-2000:]}")
+            raise SystemExit(f"{name} failed ({code}): {log[-2000:]}")
+        if os.environ.get("BENCH_KEEP_LOG"):
+            Path(os.environ["BENCH_KEEP_LOG"]).write_text(log)
         counts = json.loads(out.read())["counts"]
     return Figures(name, seconds, counts["attempts"], 0, counts["bytes"], rss)
 
@@ -220,6 +227,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-archive-"))
     try:
         server.start()
+        configure(server, PRODUCTION_SETTINGS)
         server.execute(f"CREATE DATABASE {TEMPLATE}")
         engine = make_engine(normalize_database_url(server.url(TEMPLATE)))
         init_schema(engine)

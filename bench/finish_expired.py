@@ -9,7 +9,8 @@ Other flags: --answers 30, --events 20, --batch-size N (passed to examctl), --sk
 --keep (keep the cluster's directory). A 20,000-attempt run takes 12-15 minutes on the 2-core
 machine, most of it the baseline. Logs and profiles land in bench/out/ (git-ignored).
 
-On a durable PostgreSQL it starts itself, it builds `--attempts` overdue attempts x `--answers`
+On a durable PostgreSQL it starts itself (sized as in production: bench/_common.py
+PRODUCTION_SETTINGS), it builds `--attempts` overdue attempts x `--answers`
 answers x `--events` proctoring events (plus live and submitted attempts that must stay
 untouched) in a template database, and runs each contender on its own byte-identical copy
 (CREATE DATABASE … TEMPLATE):
@@ -49,6 +50,7 @@ import _finish_expired_baseline as baseline
 import _finish_expired_data as data
 from _common import (
     OUT_DIR,
+    PRODUCTION_SETTINGS,
     REPO_ROOT,
     Measured,
     TransactionWatcher,
@@ -418,7 +420,8 @@ def report(outcomes: list[Outcome], args: argparse.Namespace, problems: list[str
     base_rate = base.attempts / base.run.seconds if base else None
     print(
         f"\nfinish-expired: {args.attempts} overdue attempts x {args.answers} answers x "
-        f"{args.events} proctoring events; PostgreSQL durable (fsync, synchronous_commit on)"
+        f"{args.events} proctoring events; PostgreSQL durable (fsync, synchronous_commit on), "
+        f"{', '.join(f'{k}={v}' for k, v in PRODUCTION_SETTINGS.items())}"
     )
     if args.examctl_root != REPO_ROOT:
         print(f"examctl run from {args.examctl_root} (not this checkout)")

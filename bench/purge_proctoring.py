@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
+from _common import PRODUCTION_SETTINGS, configure  # noqa: E402
 
 from examctl.db.engine import make_engine  # noqa: E402
 from examctl.db.migrate import init_schema  # noqa: E402
@@ -40,12 +41,7 @@ from tests.servers import PostgresServer  # noqa: E402
 PLAIN, PARTITIONED = "bench_plain", "bench_partitioned"
 # autovacuum off: both shapes leave the same dead rows to vacuum, but the batches commit early,
 # so autovacuum would start inside their timing and only after the baseline's.
-SERVER_SETTINGS = {
-    "shared_buffers": "1GB",
-    "max_wal_size": "8GB",
-    "checkpoint_timeout": "30min",
-    "autovacuum": "off",
-}
+SERVER_SETTINGS = {**PRODUCTION_SETTINGS, "autovacuum": "off"}
 
 
 class Capture(logging.Handler):
@@ -74,10 +70,7 @@ def main() -> None:
     server = PostgresServer(durable=True)
     server.start()
     try:
-        for name, value in SERVER_SETTINGS.items():
-            server.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-        server.stop()
-        server.start()
+        configure(server, SERVER_SETTINGS)
         run(server, args)
     finally:
         server.destroy()
