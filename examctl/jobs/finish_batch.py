@@ -168,7 +168,7 @@ def _finish_on_postgres(
     recovered = _recover(claimed, stored, redis_answers, exam_questions)
     _write_recovered(conn, recovered)
     questions_by_id = {q.id: q for qs in exam_questions.values() for q in qs}
-    autosubmit = [c.id for c in claimed if c.policy == "autosubmit"]
+    autosubmit = {c.id: c.exam_id for c in claimed if c.policy == "autosubmit"}
     scores, graded = grade_in_place(conn, autosubmit, questions_by_id) if autosubmit else ({}, 0)
     summaries = _proctoring_summaries(conn, ids)
     rows = []

@@ -398,3 +398,26 @@ def test_finish_expired__one_question_under_two_field_spellings__newest_recovere
 
 def _iso(moment: datetime, plus_seconds: int) -> str:
     return (moment + timedelta(seconds=plus_seconds)).astimezone(UTC).isoformat()
+
+
+def test_finish_expired__answer_to_another_exams_question__never_graded(engine: Engine) -> None:
+    from examctl.db.schema import attempt_answers
+
+    exam, other = make_exam(engine), make_exam(engine)
+    deadline = now_of(engine) - timedelta(minutes=1)
+    mine = make_attempt(engine, exam, deadline_at=deadline, answers={0: "B"})
+    # The other exam's attempt, finished in the same batch, holds the same right answer.
+    theirs = make_attempt(engine, other, deadline_at=deadline, answers={0: "B"})
+    with engine.begin() as conn:
+        conn.execute(
+            attempt_answers.insert().values(
+                attempt_id=mine, question_id=other.question_ids[0], answer="B"
+            )
+        )
+
+    result = finish_expired(engine, None)
+
+    assert result == FinishResult(finished=2, expired=2, answers_graded=2)
+    stray = answer_rows(engine, mine)[other.question_ids[0]]
+    assert stray["is_correct"] is None and stray["points_awarded"] is None
+    assert attempt_row(engine, mine)["score"] == attempt_row(engine, theirs)["score"] == 1
