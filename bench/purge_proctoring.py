@@ -272,7 +272,7 @@ def examctl(server: PostgresServer, template: str, args: argparse.Namespace) -> 
         logger.removeHandler(capture)
         engine.dispose()
     batches = [r.duration_s for r in capture.of("purge_batch")]
-    drops = [r.duration_s for r in capture.of("partitions_dropped_rows")]  # count + DROP tx
+    drops = [r.duration_s for r in capture.of("partition_dropped")]  # one DROP's transaction
     phase = capture.of("partitions_dropped")
     return Outcome(
         deleted=result.deleted,
