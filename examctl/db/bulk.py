@@ -11,8 +11,20 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Table, bindparam, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Table,
+    TextualSelect,
+    any_,
+    bindparam,
+    cast,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from examctl.db.engine import is_postgres
 from examctl.db.types import UtcDateTime
@@ -54,26 +66,21 @@ def upsert(
     """
     if not rows:
         return
-    insert = postgresql.insert if is_postgres(conn) else sqlite.insert
-    statement = insert(table)
+    names = list(rows[0])
+    statement: postgresql.Insert | sqlite.Insert
+    if is_postgres(conn):
+        # One INSERT … SELECT FROM unnest(one array per column): one round trip for the batch.
+        source = _unnested(conn, table, names)
+        statement = postgresql.insert(table).from_select(names, source)
+        params: Any = _pg_params(table, rows, names)
+    else:
+        statement, params = sqlite.insert(table), list(rows)
     statement = statement.on_conflict_do_update(
         index_elements=list(conflict),
         set_={name: statement.excluded[name] for name in update_columns},
         where=only_if(statement.excluded) if only_if is not None else None,
     )
-    if not is_postgres(conn):
-        conn.execute(statement, list(rows))
-        return
-    # The ON CONFLICT clause as SQLAlchemy compiles it, after one INSERT … SELECT FROM unnest.
-    compiled = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    on_conflict = compiled[compiled.index(" ON CONFLICT ") :].replace("%", "%%")
-    names = list(rows[0])
-    columns = [table.c[name] for name in names]
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(names)}) "
-        f"SELECT * FROM unnest({_pg_arrays(conn, names, columns)}){on_conflict}"
-    )
-    conn.exec_driver_sql(sql, _pg_params(rows, names, columns))
+    conn.execute(statement, params)
 
 
 def _update_from_unnest(
@@ -84,23 +91,19 @@ def _update_from_unnest(
     only_if: ColumnElement[bool] | None,
 ) -> int:
     names = list(rows[0])
-    columns = [table.c[name] for name in names]
-    arrays = _pg_arrays(conn, names, columns)
-    assignments = ", ".join(f"{n} = v.{n}" for n in names if n != key)
-    guard = ""
-    if only_if is not None:
-        compiled = only_if.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
-        guard = f" AND {str(compiled).replace('%', '%%')}"
+    v = _unnested(conn, table, names).subquery("v")
     # `key = ANY(keys)` makes the planner fetch exactly the batch's rows by index; joined on v
     # alone it may walk the primary key from its start up to the batch.
-    key_type = _pg_array_type(conn, table.c[key])
-    sql = (
-        f"UPDATE {table.name} SET {assignments} "
-        f"FROM unnest({arrays}) AS v({', '.join(names)}) "
-        f"WHERE {table.name}.{key} = v.{key} "
-        f"AND {table.name}.{key} = ANY(%({key})s::{key_type}){guard}"
+    keys = cast(bindparam("keys"), ARRAY(table.c[key].type))
+    statement = (
+        update(table)
+        .values({n: v.c[n] for n in names if n != key})
+        .where(table.c[key] == v.c[key], table.c[key] == any_(keys))
     )
-    return int(conn.exec_driver_sql(sql, _pg_params(rows, names, columns)).rowcount)
+    if only_if is not None:
+        statement = statement.where(only_if)
+    params = {**_pg_params(table, rows, names), "keys": [row[key] for row in rows]}
+    return int(conn.execute(statement, params).rowcount)
 
 
 def _update_many(
@@ -121,17 +124,19 @@ def _update_many(
 _PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _pg_arrays(conn: Connection, names: list[str], columns: list[Column[Any]]) -> str:
-    """`%(name)s::type[], …`: one array parameter per column."""
-    return ", ".join(
-        f"%({n})s::{_pg_array_type(conn, c)}" for n, c in zip(names, columns, strict=True)
+def _unnested(conn: Connection, table: Table, names: list[str]) -> TextualSelect:
+    """`SELECT … FROM unnest(one array parameter per column)`: the batch's rows, one round trip."""
+    # Parameters named apart from the columns: update() reserves the columns' own names.
+    arrays = ", ".join(f"CAST(:a_{n} AS {_pg_array_type(conn, table.c[n])})" for n in names)
+    return text(f"SELECT * FROM unnest({arrays}) AS u({', '.join(names)})").columns(
+        *(table.c[n] for n in names)
     )
 
 
 def _pg_params(
-    rows: Sequence[Mapping[str, Any]], names: list[str], columns: list[Column[Any]]
+    table: Table, rows: Sequence[Mapping[str, Any]], names: list[str]
 ) -> dict[str, list[Any]]:
-    return {n: _pg_array(c, [row[n] for row in rows]) for n, c in zip(names, columns, strict=True)}
+    return {f"a_{n}": _pg_array(table.c[n], [row[n] for row in rows]) for n in names}
 
 
 def _pg_array_type(conn: Connection, column: Column[Any]) -> str:

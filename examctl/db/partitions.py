@@ -24,10 +24,11 @@ from sqlalchemy import Connection, Engine, exc, text
 logger = logging.getLogger(__name__)
 
 DROP_MARK = "examctl purge-proctoring: detached for dropping"
-# A plain DETACH (no CONCURRENTLY) needs an ACCESS EXCLUSIVE lock on the parent; queued behind a
-# long query it would stall the platform's inserts, so it waits this long, a few times, at most.
-PLAIN_DETACH_LOCK_TIMEOUT = "100ms"
-PLAIN_DETACH_ATTEMPTS = 3
+# A plain DETACH (no CONCURRENTLY) needs an ACCESS EXCLUSIVE lock on the parent, a DROP of a
+# detached partition a lock on exam_attempts; queued behind a long transaction either would
+# stall the platform's writes, so each waits this long, a few times, at most.
+LOCK_TIMEOUT = "100ms"
+LOCK_ATTEMPTS = 3
 
 _UPPER_BOUND = re.compile(r"^FOR VALUES FROM \(.*\) TO \('((?:[^']|'')*)'\)$")
 
@@ -92,25 +93,34 @@ def count_rows(conn: Connection, table: str) -> int:
     return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
 
 
-def drop_tables_counted(engine: Engine, tables: list[str]) -> int:
-    """Count the rows of detached tables, then drop them one by one; returns the rows.
+def drop_tables_counted(engine: Engine, tables: list[str]) -> tuple[int, int]:
+    """Count the rows of detached tables, then drop them one by one; returns (rows, tables)
+    dropped.
 
     Nothing writes to a detached table, so counting needs no lock beyond the read's own. Each
-    DROP is then a transaction of its own, because it holds a lock on exam_attempts (the
-    events' foreign key goes with the table) until its commit has truncated the table's files,
-    which is most of a DROP's time (tens of milliseconds per file on ext4): one DROP of every
-    partition would stall the platform's writes to exam_attempts for the sum of them.
-    A run killed between the count and a DROP leaves a marked table, counted by the next run.
+    DROP is a transaction of its own, because it holds a lock on exam_attempts (the events'
+    foreign key goes with the table) until its commit has truncated the table's files, which is
+    most of a DROP's time (tens of milliseconds per file on ext4): one DROP of every partition
+    would stall the platform's writes to exam_attempts for the sum of them. Queued behind a long
+    transaction on exam_attempts, a DROP would stall them all the same, so it waits briefly and
+    otherwise leaves the (marked) table to the next run, which counts and drops it then.
     """
     if not tables:
-        return 0
+        return 0, 0
     with engine.connect() as conn:
         counts = {table: count_rows(conn, table) for table in tables}
         conn.rollback()
+    rows = dropped = 0
     for table in tables:
         started = time.monotonic()
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE {table}")
+        if not _with_lock_timeout(engine, f"DROP TABLE {table}", table):
+            logger.warning(
+                "exam_attempts busy: partition %s left for the next run",
+                table,
+                extra={"action": "drop_deferred", "table": table},
+            )
+            continue
+        rows, dropped = rows + counts[table], dropped + 1
         logger.info(
             "partition dropped",
             extra={
@@ -120,7 +130,7 @@ def drop_tables_counted(engine: Engine, tables: list[str]) -> int:
                 "duration_s": round(time.monotonic() - started, 4),
             },
         )
-    return sum(counts.values())
+    return rows, dropped
 
 
 def detach(engine: Engine, parent: str, partition: Partition, *, concurrently: bool) -> bool:
@@ -134,7 +144,9 @@ def detach(engine: Engine, parent: str, partition: Partition, *, concurrently: b
         # Never blocks the platform's inserts; cannot run inside a transaction block.
         _autocommit(engine, f"ALTER TABLE {parent} DETACH PARTITION {partition.name} CONCURRENTLY")
         return True
-    if _detach_with_lock_timeout(engine, parent, partition.name):
+    if _with_lock_timeout(
+        engine, f"ALTER TABLE {parent} DETACH PARTITION {partition.name}", partition.name
+    ):
         return True
     _autocommit(engine, f"COMMENT ON TABLE {partition.name} IS NULL")
     return False
@@ -146,19 +158,21 @@ def can_detach_concurrently(conn: Connection, partitions: list[Partition]) -> bo
     return version >= 140000 and not any(p.is_default for p in partitions)
 
 
-def _detach_with_lock_timeout(engine: Engine, parent: str, name: str) -> bool:
-    for attempt in range(1, PLAIN_DETACH_ATTEMPTS + 1):
+def _with_lock_timeout(engine: Engine, statement: str, table: str) -> bool:
+    """Run `statement` in a transaction that waits at most LOCK_TIMEOUT for its locks, a few
+    times; False when it never got them (nothing changed)."""
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
             with engine.begin() as conn:
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{PLAIN_DETACH_LOCK_TIMEOUT}'")
-                conn.exec_driver_sql(f"ALTER TABLE {parent} DETACH PARTITION {name}")
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                conn.exec_driver_sql(statement)
             return True
         except exc.OperationalError as error:
             if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
                 raise
             logger.info(
-                "partition busy; detach retried",
-                extra={"action": "detach_busy", "table": name, "attempt": attempt},
+                "table busy; retried",
+                extra={"action": "lock_busy_retry", "table": table, "attempt": attempt},
             )
             time.sleep(0.2 * attempt)
     return False

@@ -25,12 +25,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, Select, and_, func, or_, select, text, tuple_
+from sqlalchemy import Connection, Engine, Select, and_, exc, func, or_, select, text, tuple_
 
 from examctl.db.engine import db_now, is_postgres, translate_db_errors
 from examctl.db.functions import plus_minutes
 from examctl.db.schema import OVERDUE_POLICIES, STATUS_IN_PROGRESS, exam_attempts, exams
-from examctl.errors import ExamctlError, UsageError
+from examctl.errors import ExamctlError, JobFailed, UsageError
 from examctl.jobs.finish_batch import AnswerGrader, Claimed, finish_batch
 from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, DEFAULT_FINISH_WORKERS
 from examctl.stores.redis_sessions import RedisSessions
@@ -110,6 +110,9 @@ def _drain(
                 total += batch
     except ExamctlError as error:
         return _Drained(total, error)
+    except exc.OperationalError as error:  # a deadlock, a statement timeout: the batch rolled back
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        return _Drained(total, JobFailed(f"a batch failed and was rolled back: {reason}"))
     return _Drained(total)
 
 

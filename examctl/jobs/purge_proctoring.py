@@ -163,7 +163,7 @@ def _drop_old_partitions(engine: Engine, cutoff: datetime) -> PurgeResult:
         ):
             detached.append(partition.name)
     # Killed from here on, the detached tables stay marked: the next run drops and counts them.
-    result = PurgeResult(partitions.drop_tables_counted(engine, detached), len(detached))
+    result = PurgeResult(*partitions.drop_tables_counted(engine, detached))
     if result.batches:
         logger.info(
             "old partitions dropped",

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import Engine, text
 
 from examctl.db.engine import make_engine
-from examctl.errors import ServiceUnavailable, UsageError
+from examctl.errors import JobFailed, ServiceUnavailable, UsageError
 from examctl.jobs.finish_expired import FinishResult, finish_expired
 from examctl.stores.redis_sessions import RedisSessions
 from tests.factories import (
@@ -421,3 +421,36 @@ def test_finish_expired__answer_to_another_exams_question__never_graded(engine: 
     stray = answer_rows(engine, mine)[other.question_ids[0]]
     assert stray["is_correct"] is None and stray["points_awarded"] is None
     assert attempt_row(engine, mine)["score"] == attempt_row(engine, theirs)["score"] == 1
+
+
+def test_finish_expired__batch_deadlocked__job_failed_with_committed_counts(
+    pg_engine: Engine,
+) -> None:
+    exam = make_exam(pg_engine)
+    now = now_of(pg_engine)
+    for minutes in range(1, 21):
+        make_attempt(pg_engine, exam, deadline_at=now - timedelta(minutes=minutes))
+    with pg_engine.begin() as conn:  # the 6th attempt finished makes its batch fail
+        conn.exec_driver_sql(
+            """
+            CREATE FUNCTION deadlock_sixth() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF (SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS') >= 5 THEN
+                RAISE EXCEPTION 'deadlock detected (test)' USING ERRCODE = '40P01';
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER deadlock_sixth BEFORE UPDATE ON exam_attempts
+              FOR EACH ROW EXECUTE FUNCTION deadlock_sixth();
+            """
+        )
+
+    with pytest.raises(JobFailed, match="rolled back: deadlock detected") as raised:
+        finish_expired(pg_engine, None, batch_size=1, workers=2)
+
+    with pg_engine.connect() as conn:
+        finished = conn.execute(
+            text("SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS'")
+        ).scalar_one()
+    assert isinstance(raised.value.partial, FinishResult)
+    assert raised.value.partial.finished == finished >= 5

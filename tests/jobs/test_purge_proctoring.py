@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
+from examctl.db import partitions
 from examctl.db.partitions import DROP_MARK
 from examctl.errors import UsageError
 from examctl.jobs.purge_proctoring import PurgeResult, purge_proctoring
@@ -146,6 +147,33 @@ def test_purge_proctoring__partition_detached_by_killed_run__dropped_and_counted
     assert result == PurgeResult(deleted=420, batches=1 + 6 + 1)
     with pg_engine.connect() as conn:
         assert conn.execute(text(f"SELECT to_regclass('{names[0]}')")).scalar() is None
+
+
+def test_purge_proctoring__exam_attempts_busy__drop_deferred_then_done_by_next_run(
+    pg_url: str, pg_engine: Engine
+) -> None:
+    _, names = _partitioned_sample(pg_engine)
+    with pg_engine.begin() as conn:  # detached and marked, as a run leaves it before the DROP
+        conn.execute(text(f"COMMENT ON TABLE {names[0]} IS '{DROP_MARK}'"))
+        conn.execute(text(f"ALTER TABLE proctoring_events DETACH PARTITION {names[0]}"))
+    # The platform holds a write on exam_attempts in a long transaction: a DROP of the detached
+    # table (its foreign key goes with it) would queue behind it, and every writer behind that.
+    platform = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"))
+    platform.execute("UPDATE exam_attempts SET user_id = user_id")
+    try:
+        started = time.monotonic()
+        deferred = partitions.drop_tables_counted(pg_engine, [names[0]])
+        waited = time.monotonic() - started
+        with pg_engine.connect() as conn:
+            still_there = conn.execute(text(f"SELECT to_regclass('{names[0]}')")).scalar()
+    finally:
+        platform.rollback()
+        platform.close()
+
+    assert deferred == (0, 0) and still_there is not None and waited < 5
+    assert purge_proctoring(pg_engine, days=90, batch_size=1000) == PurgeResult(
+        deleted=420, batches=1 + 6 + 1
+    )
 
 
 def test_purge_proctoring__detach_left_pending__finalized(pg_url: str, pg_engine: Engine) -> None:
