@@ -341,36 +341,52 @@ def test_finish_expired__workers_below_one__usage_error(engine: Engine) -> None:
 def test_finish_expired__worker_fails__others_stop_and_committed_counts_reported(
     pg_engine: Engine,
 ) -> None:
-    exam = make_exam(pg_engine)
-    now = now_of(pg_engine)
-    for minutes in range(1, 41):
-        make_attempt(pg_engine, exam, deadline_at=now - timedelta(minutes=minutes))
-    # The 11th attempt finished makes its batch fail: a trigger refuses it.
-    with pg_engine.begin() as conn:
-        conn.exec_driver_sql(
-            """
-            CREATE FUNCTION refuse_eleventh() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              IF (SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS') >= 10 THEN
-                RAISE EXCEPTION 'connection terminated by the test' USING ERRCODE = '57P01';
-              END IF;
-              RETURN NEW;
-            END $$;
-            CREATE TRIGGER refuse_eleventh BEFORE UPDATE ON exam_attempts
-              FOR EACH ROW EXECUTE FUNCTION refuse_eleventh();
-            """
-        )
+    _overdue_batch_fails_after(
+        pg_engine, attempts=40, finished=10, sqlstate="57P01", message="connection terminated"
+    )
 
     with pytest.raises(ServiceUnavailable) as raised:
         finish_expired(pg_engine, None, batch_size=1, workers=3)
 
-    with pg_engine.connect() as conn:
-        finished = conn.execute(
-            text("SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS'")
-        ).scalar_one()
+    finished = _finished_count(pg_engine)
     assert isinstance(raised.value.partial, FinishResult)
     assert raised.value.partial.finished == finished
     assert 10 <= finished < 40
+
+
+def _overdue_batch_fails_after(
+    engine: Engine, *, attempts: int, finished: int, sqlstate: str, message: str
+) -> None:
+    """`attempts` overdue attempts; once `finished` are finished, a trigger fails the batch that
+    would finish another with SQLSTATE `sqlstate`."""
+    exam = make_exam(engine)
+    now = now_of(engine)
+    for minutes in range(1, attempts + 1):
+        make_attempt(engine, exam, deadline_at=now - timedelta(minutes=minutes))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"""
+            CREATE FUNCTION fail_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF (SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS')
+                 >= {finished} THEN
+                RAISE EXCEPTION '{message} (test)' USING ERRCODE = '{sqlstate}';
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER fail_batch BEFORE UPDATE ON exam_attempts
+              FOR EACH ROW EXECUTE FUNCTION fail_batch();
+            """
+        )
+
+
+def _finished_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS'")
+            ).scalar_one()
+        )
 
 
 def test_finish_expired__one_question_under_two_field_spellings__newest_recovered_once(
@@ -426,31 +442,13 @@ def test_finish_expired__answer_to_another_exams_question__never_graded(engine: 
 def test_finish_expired__batch_deadlocked__job_failed_with_committed_counts(
     pg_engine: Engine,
 ) -> None:
-    exam = make_exam(pg_engine)
-    now = now_of(pg_engine)
-    for minutes in range(1, 21):
-        make_attempt(pg_engine, exam, deadline_at=now - timedelta(minutes=minutes))
-    with pg_engine.begin() as conn:  # the 6th attempt finished makes its batch fail
-        conn.exec_driver_sql(
-            """
-            CREATE FUNCTION deadlock_sixth() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-              IF (SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS') >= 5 THEN
-                RAISE EXCEPTION 'deadlock detected (test)' USING ERRCODE = '40P01';
-              END IF;
-              RETURN NEW;
-            END $$;
-            CREATE TRIGGER deadlock_sixth BEFORE UPDATE ON exam_attempts
-              FOR EACH ROW EXECUTE FUNCTION deadlock_sixth();
-            """
-        )
+    _overdue_batch_fails_after(
+        pg_engine, attempts=20, finished=5, sqlstate="40P01", message="deadlock detected"
+    )
 
     with pytest.raises(JobFailed, match="rolled back: deadlock detected") as raised:
         finish_expired(pg_engine, None, batch_size=1, workers=2)
 
-    with pg_engine.connect() as conn:
-        finished = conn.execute(
-            text("SELECT count(*) FROM exam_attempts WHERE status <> 'IN_PROGRESS'")
-        ).scalar_one()
+    finished = _finished_count(pg_engine)
     assert isinstance(raised.value.partial, FinishResult)
     assert raised.value.partial.finished == finished >= 5
