@@ -805,7 +805,3 @@ def _usage_message(error: click_errors.UsageError) -> str:
     where = error.ctx.command_path if error.ctx else "examctl"
     message = " ".join(error.format_message().split())
     return f"{where}: {message} (see '{where} --help')"
-
-
-if __name__ == "__main__":
-    main()
