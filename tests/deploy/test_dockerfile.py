@@ -108,7 +108,7 @@ def test_dockerignore__keeps_local_state_and_secrets_out() -> None:
 
 # The image holds examctl's declared dependencies and nothing else. These tests run examctl in
 # a subprocess where every other installed distribution is unimportable, as it is in the image
-# (Typer >= 0.26, for one, no longer brings the `click` package that cli.py once imported).
+# (Typer >= 0.26, for one, no longer brings the `click` package that examctl.cli once imported).
 _BLOCKER = """
 import importlib.abc, json, sys
 BLOCKED = frozenset(json.loads(sys.argv.pop(1)))
