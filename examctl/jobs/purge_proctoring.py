@@ -3,9 +3,10 @@
 Rows go in bounded batches, each its own short transaction, walking `occurred_at` upwards from
 where the previous batch stopped (keyset), so no batch re-reads a range already deleted. A batch
 first finds, through the `occurred_at` index, the time of the (batch_size + 1)-th oldest row
-left (`upper`), then deletes the range `[after, upper)`: at most batch_size rows, by the same
-index range scan the single big DELETE uses, which on this machine came out clearly faster than
-picking `ctid`s and deleting by TID scan (see the benchmark). When more than batch_size rows share
+left (`upper`), then deletes the range `[after, upper)`: at most batch_size rows, found through
+a bitmap of that index range so each heap page is visited once (on PostgreSQL; this came out
+faster and steadier than the index-ordered scan the single big DELETE uses, and far faster than
+picking `ctid`s and deleting by TID scan: see the benchmark). When more than batch_size rows share
 one instant, that instant is deleted batch_size rows at a time by id. PostgreSQL and SQLite run
 the same statements; a partitioned table is purged leaf by leaf.
 
@@ -58,6 +59,13 @@ _DELETE_TIES = (
 # need not wait for its WAL flush; nor is JIT worth compiling for a 10,000-row statement.
 _PG_BATCH_SETTINGS = (
     "SELECT set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true)"
+)
+# The probe above must walk the index; the delete then reads its heap pages through a bitmap,
+# each page once for all its rows, instead of one index-ordered fetch per row: with the same
+# range, the batches ran steadier and up to a third faster (bench/purge_proctoring.py). Only a
+# bitmap scan is left to the planner, so stale statistics cannot turn a batch into a seq scan.
+_PG_DELETE_PLAN = (
+    "SELECT set_config('enable_indexscan', 'off', true), set_config('enable_seqscan', 'off', true)"
 )
 _BEGINNING = datetime(1, 1, 1, tzinfo=UTC)  # before any event: where the first batch starts
 
@@ -119,6 +127,8 @@ def _purge_table(
             upper = conn.execute(
                 upper_of, {"after": after, "cutoff": cutoff, "limit": batch_size}
             ).scalar()
+            if is_postgres(conn):
+                conn.execute(text(_PG_DELETE_PLAN))
             if upper is None or upper > after:  # the last batch, or a range of <= batch_size
                 bounds = {"after": after, "upper": cutoff if upper is None else upper}
                 deleted = conn.execute(delete_range, bounds).rowcount
