@@ -7,18 +7,23 @@ Starts its own durable PostgreSQL (fsync and synchronous_commit on), builds the 
 template database, and runs every contender on a fresh copy with warm caches:
 
 - baseline: `DELETE FROM proctoring_events WHERE occurred_at < cutoff`, one transaction;
-- examctl on the plain table (keyset batches, deleted by ctid);
+- examctl on the plain table (keyset batches over the occurred_at index);
 - examctl on a copy partitioned by calendar month, as pg_partman makes it (old partitions
   detached and dropped, the boundary month batched).
 
 Targets (issue 5): plain >= 0.8x the baseline's rows/s with the longest transaction <= 0.1 s;
 partitioned: whole partitions removed at >= 10x the baseline's rows/s, whole run no slower.
+
+A DROP frees its table's files when it commits (PostgreSQL truncates each to zero), so the last
+line measures what this machine's file system alone takes to free files of the same sizes: the
+fastest any whole-partition removal can be here, whatever the SQL.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,9 +36,11 @@ sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
 from _common import PRODUCTION_SETTINGS, configure  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
-from examctl.db.engine import make_engine  # noqa: E402
+from examctl.db.engine import db_now, make_engine  # noqa: E402
 from examctl.db.migrate import init_schema  # noqa: E402
+from examctl.db.partitions import range_partitions  # noqa: E402
 from examctl.jobs.purge_proctoring import purge_proctoring  # noqa: E402
 from examctl.settings import normalize_database_url  # noqa: E402
 from tests.servers import PostgresServer  # noqa: E402
@@ -150,6 +157,52 @@ def run(server: PostgresServer, args: argparse.Namespace) -> None:
         f"target partitions dropped >= 10x baseline rows/s: {drop_rate / base_rate:.1f}x; "
         f"whole partitioned run no slower than baseline: {part.seconds:.2f}s vs {base_s:.2f}s"
     )
+    files, size, seconds = file_system_floor(server, args.days)
+    print(
+        f"file system floor: truncating {files} files of the dropped partitions' sizes "
+        f"({size / 2**20:,.0f} MiB) takes {seconds:.3f}s here, so whole partitions can go at "
+        f"most {part.dropped_rows / seconds / base_rate:.1f}x the baseline's rows/s on this disk"
+    )
+
+
+def file_system_floor(server: PostgresServer, days: int) -> tuple[int, int, float]:
+    """(files, bytes, seconds) to truncate files as large as the heap and index files of the
+    partitions a purge drops, written next to the server's data directory."""
+    engine = make_engine(normalize_database_url(server.url(PARTITIONED)))
+    with engine.connect() as conn:
+        cutoff = db_now(conn) - timedelta(days=days)
+        dropped = [
+            p.name
+            for p in range_partitions(conn, "proctoring_events", "occurred_at")
+            if p.before(cutoff)
+        ]
+        sizes = list(
+            conn.execute(
+                text(
+                    "SELECT pg_relation_size(c.oid) FROM pg_class c "
+                    "WHERE c.oid = ANY(CAST(:tables AS regclass[])) OR c.oid IN "
+                    "(SELECT indexrelid FROM pg_index "
+                    " WHERE indrelid = ANY(CAST(:tables AS regclass[])))"
+                ),
+                {"tables": dropped},
+            ).scalars()
+        )
+    engine.dispose()
+    seconds = 0.0
+    chunk = b"\x01" * 2**20
+    for number, size in enumerate(sizes):
+        path = server.root / f"floor_{number}"
+        with path.open("wb") as file:
+            for _ in range(size // len(chunk)):
+                file.write(chunk)
+            file.write(chunk[: size % len(chunk)])
+            file.flush()
+            os.fsync(file.fileno())
+        started = time.monotonic()
+        os.truncate(path, 0)
+        seconds += time.monotonic() - started
+        path.unlink()
+    return len(sizes), sum(sizes), seconds
 
 
 def build_templates(server: PostgresServer, events: int, span_days: int) -> None:
