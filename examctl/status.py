@@ -6,7 +6,8 @@ whole table:
 - attempts in progress, overdue, next deadline: the partial index
   `exam_attempts (deadline_at) WHERE status = 'IN_PROGRESS'` (index-only scans);
 - events past retention: `proctoring_events (occurred_at)`;
-- attempts due for archive: the partial index `exam_attempts (finished_at) WHERE status <> …`;
+- attempts due for archive (finished statuses only, as archive takes them): the partial index
+  `exam_attempts (finished_at) WHERE status <> …`;
 - each job's last run and last success: `examctl_job_runs (job, started_at)`.
 
 The Redis figure is a full SCAN of the session prefix (COUNT 1000 per call), so it costs time in
@@ -23,7 +24,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, func, select
 
 from examctl.db.engine import db_now
-from examctl.db.schema import STATUS_IN_PROGRESS, exam_attempts, proctoring_events
+from examctl.db.schema import (
+    FINISHED_STATUSES,
+    STATUS_IN_PROGRESS,
+    exam_attempts,
+    proctoring_events,
+)
 from examctl.errors import ServiceUnavailable
 from examctl.history import last_run_query, last_success_query
 from examctl.stores.redis_sessions import RedisSessions
@@ -98,8 +104,11 @@ def status_queries(
         "events_past_retention": count.select_from(proctoring_events).where(
             events.occurred_at < now - timedelta(days=retention_days)
         ),
+        # What archive takes (the finished statuses); `<> IN_PROGRESS` lets the partial index
+        # serve it.
         "attempts_due_for_archive": count.select_from(exam_attempts).where(
             attempts.status != STATUS_IN_PROGRESS,
+            attempts.status.in_(FINISHED_STATUSES),
             attempts.finished_at < now - timedelta(days=archive_days),
         ),
     }

@@ -23,6 +23,9 @@ def _sample(engine: Engine) -> None:
     for age in (1, 179, 181, 400):  # two finished over 180 days ago
         finished = now - DAY * age
         make_attempt(engine, exam, deadline_at=finished, status="SUBMITTED", finished_at=finished)
+    # A status archive does not take (not one of SPEC's finished ones) is not due for it.
+    old = now - DAY * 400
+    make_attempt(engine, exam, deadline_at=old, status="CANCELLED", finished_at=old)
     add_events(engine, count=12, newest=now - 95 * DAY, step=DAY)  # all past 90 days
     add_events(engine, count=5, newest=now, step=DAY)
 
