@@ -120,7 +120,16 @@ def _clean_batch(
     unknown = [key for key, attempt in attempt_of.items() if attempt and attempt not in live]
     if min_idle_seconds == 0:
         finished, unknown = finished + unknown, []
-    idle = sessions.unlink_stale(malformed + finished, unknown, min_idle_seconds, dry_run=dry_run)
+    idle, untracked = sessions.unlink_stale(
+        malformed + finished, unknown, min_idle_seconds, dry_run=dry_run
+    )
+    if untracked:
+        logger.warning(
+            "%d sessions of attempts that do not exist kept: Redis keeps no idle time under an "
+            "LFU maxmemory-policy (--min-idle-minutes 0 deletes them without waiting)",
+            untracked,
+            extra={"action": "idle_time_untracked", "keys": untracked},
+        )
     deleted = len(malformed) + len(finished) + idle
     logger.debug(
         "batch cleaned", extra={"action": "redis_batch", "scanned": len(keys), "deleted": deleted}

@@ -30,16 +30,22 @@ ANSWER_FIELD_PREFIX = b"answer:"
 SCAN_COUNT = 1000
 UNLINK_CHUNK = 1000
 # KEYS: candidate keys; ARGV: minimum idle seconds, "1" to unlink or "0" to count only.
+# Returns {unlinked, untracked}: untracked keys are those whose idle time Redis does not keep
+# (OBJECT IDLETIME is an error under an LFU maxmemory-policy); they stay.
 _UNLINK_IF_IDLE = """
-local n = 0
+local n, untracked = 0, 0
 for _, key in ipairs(KEYS) do
   local idle = redis.pcall('OBJECT', 'IDLETIME', key)
-  if type(idle) == 'number' and idle >= tonumber(ARGV[1]) then
-    if ARGV[2] == '1' then redis.call('UNLINK', key) end
-    n = n + 1
+  if type(idle) == 'number' then
+    if idle >= tonumber(ARGV[1]) then
+      if ARGV[2] == '1' then redis.call('UNLINK', key) end
+      n = n + 1
+    end
+  elseif type(idle) == 'table' and idle.err then
+    untracked = untracked + 1
   end
 end
-return n
+return {n, untracked}
 """
 _CANONICAL_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -125,13 +131,13 @@ class RedisSessions:
         min_idle_seconds: int,
         *,
         dry_run: bool = False,
-    ) -> int:
+    ) -> tuple[int, int]:
         """UNLINK `keys`, and those of `if_idle` idle for at least `min_idle_seconds`, in one
-        round trip; returns how many of `if_idle` were (or, with dry_run, would be) unlinked.
+        round trip; returns how many of `if_idle` were (or, with dry_run, would be) unlinked,
+        and how many of them stayed because Redis keeps no idle time (an LFU maxmemory-policy).
 
         The idle check and the UNLINK run in one script, so a key that is written meanwhile
-        cannot be deleted on a stale reading. A key whose idle time Redis cannot give (an LFU
-        maxmemory-policy) stays."""
+        cannot be deleted on a stale reading."""
         with self.unreachable_is_fatal():
             pipe = self.client.pipeline(transaction=False)
             for start in range(0, len(keys) if not dry_run else 0, UNLINK_CHUNK):
@@ -140,7 +146,10 @@ class RedisSessions:
                 flag = "0" if dry_run else "1"
                 self._unlink_if_idle(if_idle, [min_idle_seconds, flag], client=pipe)
             replies = pipe.execute()
-        return int(replies[-1]) if if_idle else 0
+        if not if_idle:
+            return 0, 0
+        unlinked, untracked = replies[-1]
+        return int(unlinked), int(untracked)
 
     def count_keys(self) -> int:
         """How many session keys exist (a full SCAN; a key seen twice counts once)."""

@@ -111,6 +111,28 @@ def test_clean_redis__unknown_attempt_recent_key__kept_until_idle(
     assert redis_client.exists(young) and not redis_client.exists(old)
 
 
+def test_clean_redis__lfu_policy__unknown_attempt_kept_with_a_warning(
+    engine: Engine,
+    redis_url: str,
+    redis_client: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old = _stale(redis_client, f"{PREFIX}{uuid.uuid4()}", idle_seconds=3600)
+    policy = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    redis_client.config_set("maxmemory-policy", "allkeys-lfu")  # no idle time kept any more
+    try:
+        with caplog.at_level("WARNING", logger="examctl"):
+            result = clean_redis(engine, RedisSessions(redis_url, PREFIX), min_idle_seconds=600)
+    finally:
+        redis_client.config_set("maxmemory-policy", policy)
+
+    assert result == CleanResult(scanned=1, deleted=0, kept=1)
+    assert redis_client.exists(old)
+    warnings = [r for r in caplog.records if getattr(r, "action", "") == "idle_time_untracked"]
+    assert [r.keys for r in warnings] == [1]  # type: ignore[attr-defined]
+    assert "--min-idle-minutes 0" in warnings[0].getMessage()
+
+
 def test_clean_redis__batches__one_database_query_each(
     pg_engine: Engine, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
