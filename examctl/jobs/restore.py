@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine, select
 from examctl.db.schema import exams, questions
 from examctl.errors import JobFailed, UsageError
 from examctl.jobs.archive_manifest import Manifest, ManifestObject, parse_manifest
-from examctl.jobs.restore_rows import IN_CHUNK, Doc, count_missing, insert_docs
+from examctl.jobs.restore_rows import IN_CHUNK, Doc, insert_docs
 from examctl.stores.archive_store import (
     ArchiveStore,
     Destination,
@@ -142,10 +142,12 @@ def _restore_object(
             )
         spool.seek(0)
         try:
-            with engine.begin() as conn:
+            with engine.connect() as conn, conn.begin() as transaction:
                 result = RestoreResult(objects=1)
                 for batch in _batches(spool, wanted):
-                    result += _restore_batch(conn, batch, dry_run)
+                    result += _restore_batch(conn, batch)
+                if dry_run:  # counted by doing it, so the counts are the real run's; undone
+                    transaction.rollback()
         except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as error:
             raise VerificationFailed(f"object {obj.key} is not gzip JSON Lines: {error}") from None
     logger.info("object restored", extra={"action": "object_restored", "key": obj.key})
@@ -169,13 +171,10 @@ def _batches(spool: IO[bytes], wanted: frozenset[UUID]) -> Iterator[list[Doc]]:
         yield batch
 
 
-def _restore_batch(conn: Connection, docs: list[Doc], dry_run: bool) -> RestoreResult:
+def _restore_batch(conn: Connection, docs: list[Doc]) -> RestoreResult:
     usable = _with_parents(conn, docs)
     offered = sum(1 + len(d.answers) + len(d.events) for d in usable)
-    if dry_run:
-        attempts, answers, events = count_missing(conn, usable)
-    else:
-        attempts, answers, events = insert_docs(conn, usable)
+    attempts, answers, events = insert_docs(conn, usable)
     skipped = offered - attempts - answers - events
     return RestoreResult(attempts, answers, events, skipped, 0, len(docs) - len(usable))
 

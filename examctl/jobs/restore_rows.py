@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Connection, Table, Text, bindparam, func, select, text
+from sqlalchemy import JSON, Connection, Table, Text, bindparam, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Uuid
@@ -128,24 +128,3 @@ def _floats(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _floats(v) for k, v in value.items()}
     return value
-
-
-def count_missing(conn: Connection, docs: Sequence[Doc]) -> tuple[int, int, int]:
-    """Dry run: the rows per table that a restore would insert (those not live)."""
-    attempts = [d.attempt_id for d in docs]
-    answers = [a["id"] for d in docs for a in d.answers]
-    events = [e["id"] for d in docs for e in d.events]
-    return (
-        len(attempts) - _live(conn, exam_attempts, attempts),
-        len(answers) - _live(conn, attempt_answers, answers),
-        len(events) - _live(conn, proctoring_events, events),
-    )
-
-
-def _live(conn: Connection, table: Table, ids: list[Any]) -> int:
-    live = 0
-    for start in range(0, len(ids), IN_CHUNK):
-        chunk = ids[start : start + IN_CHUNK]
-        query = select(func.count()).select_from(table).where(table.c.id.in_(chunk))
-        live += int(conn.execute(query).scalar_one())
-    return live

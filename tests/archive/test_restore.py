@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, text
 
 from examctl.db.schema import attempt_answers, exam_attempts, exams, proctoring_events, questions
 from examctl.errors import JobFailed, UsageError
@@ -148,6 +148,32 @@ def test_restore__run_twice__second_run_skips_every_row(
     restore(engine, store, key)
 
     assert restore(engine, store, key) == RestoreResult(skipped=8, objects=2)
+
+
+def test_restore__dry_run__counts_what_the_run_does_and_changes_nothing(
+    store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
+) -> None:
+    seed_finished(engine, exam, [200, 201], answers=2, events=1)
+    root = tmp_path / "archive"
+    key = archived(engine, root)
+    store = store_at(str(root))
+    restore(engine, store, key)
+    with engine.begin() as conn:
+        # One answer live again under another id: the run skips it on (attempt, question).
+        conn.execute(
+            text(
+                "UPDATE attempt_answers SET id = id + 1000000 WHERE id = "
+                "(SELECT min(id) FROM attempt_answers)"
+            )
+        )
+        conn.execute(text("DELETE FROM proctoring_events"))
+    before = snapshot(engine)
+
+    dry = restore(engine, store, key, dry_run=True)
+
+    assert snapshot(engine) == before
+    assert dry == RestoreResult(events=2, skipped=6, objects=2)
+    assert restore(engine, store, key) == dry
 
 
 def test_restore__selected_attempts__only_those(
