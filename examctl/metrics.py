@@ -6,11 +6,12 @@ fire on `time() - examctl_last_success_timestamp_seconds > 26 * 3600`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.parser import text_string_to_metric_families
 
 if TYPE_CHECKING:
     from examctl.runner import JobReport
@@ -18,6 +19,19 @@ if TYPE_CHECKING:
 
 def metrics_path(metrics_dir: Path, job: str) -> Path:
     return metrics_dir / f"examctl_{job.replace('-', '_')}.prom"
+
+
+def previous_last_success(metrics_dir: Path, job: str) -> datetime | None:
+    """The last success the job's file holds, for a run that cannot ask the database."""
+    try:
+        families = list(text_string_to_metric_families(metrics_path(metrics_dir, job).read_text()))
+    except (OSError, ValueError):  # no file yet, or not one of ours
+        return None
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "examctl_last_success_timestamp_seconds" and sample.value > 0:
+                return datetime.fromtimestamp(sample.value, UTC)
+    return None
 
 
 def write_job_metrics(

@@ -51,13 +51,14 @@ class Resources:
 
 @contextlib.contextmanager
 def open_resources(settings: Settings, *, use_redis: bool = True) -> Iterator[Resources]:
-    """Connect to the database (exit 3 if it is unreachable) and prepare Redis if configured."""
-    from examctl.db.engine import check_connection, make_engine, translate_db_errors
+    """The engine and, if configured, Redis sessions. Nothing connects yet: a job's first contact
+    is recording its run (runner.run_job), which also writes the metrics file when the database
+    cannot be reached; any query that cannot reach it ends the command with exit 3."""
+    from examctl.db.engine import make_engine, translate_db_errors
 
     engine = make_engine(settings.database_url)
     sessions = None
     try:
-        check_connection(engine)
         if use_redis and settings.redis_url:
             from examctl.stores.redis_sessions import RedisSessions
 

@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,24 @@ def run_job(
     dry_run: bool = False,
     exclusive: bool = False,
 ) -> JobReport:
-    """Run `work` inside the history, lock and metrics frame; never raises an ExamctlError."""
+    """Run `work` inside the history, lock and metrics frame. Raises an ExamctlError only when
+    the run cannot be recorded at all (the database unreachable: exit 3), after writing the
+    metrics file that says so."""
     started = time.monotonic()
-    run_id = _record_start(ctx.engine, job, dry_run)
+    try:
+        run_id = _record_start(ctx.engine, job, dry_run)
+    except ExamctlError as error:
+        unrecorded = JobReport(
+            job=job,
+            status="failed",
+            dry_run=dry_run,
+            counts={},
+            duration_s=time.monotonic() - started,
+            error=scrub(str(error), ctx.secrets),
+            exit_code=error.exit_code,
+        )
+        _write_metrics(ctx, unrecorded, None)
+        raise
     if exclusive:
         with advisory_lock(ctx.engine, job) as acquired:
             if not acquired:
@@ -148,12 +163,28 @@ def _finish(
         exit_code=exit_code,
         notes=ctx.notes,
     )
-    finished_at = _record_end(ctx.engine, run_id, report)
-    if ctx.metrics_dir is not None and finished_at is not None:
-        from examctl.metrics import write_job_metrics
-
-        write_job_metrics(ctx.metrics_dir, report, finished_at, last_success_at(ctx.engine, job))
+    _write_metrics(ctx, report, _record_end(ctx.engine, run_id, report))
     return report
+
+
+def _write_metrics(ctx: JobContext, report: JobReport, finished_at: datetime | None) -> None:
+    """The metrics file, stamped with the database's clock; when the database cannot be reached
+    (`finished_at` None), with this host's clock and the last success an earlier run wrote."""
+    if ctx.metrics_dir is None:
+        return
+    from examctl.metrics import previous_last_success, write_job_metrics
+
+    last_success = None
+    if finished_at is not None:
+        try:
+            with translate_db_errors(ctx.engine):
+                last_success = last_success_at(ctx.engine, report.job)
+        except ExamctlError:
+            finished_at = None
+    if finished_at is None:
+        finished_at = datetime.now(UTC)
+        last_success = previous_last_success(ctx.metrics_dir, report.job)
+    write_job_metrics(ctx.metrics_dir, report, finished_at, last_success)
 
 
 def _counts(result: object) -> dict[str, Any]:

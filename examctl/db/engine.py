@@ -69,12 +69,6 @@ def db_now(conn: Connection) -> datetime:
     return datetime.now(UTC)
 
 
-def check_connection(engine: Engine) -> None:
-    """Fail fast with exit 3 when the database cannot be reached."""
-    with translate_db_errors(engine), engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-
-
 @contextlib.contextmanager
 def translate_db_errors(engine: Engine) -> Iterator[None]:
     """A lost or refused connection → ServiceUnavailable (exit 3); missing tables → exit 2."""

@@ -99,3 +99,53 @@ def test_metrics__never_succeeded__last_success_zero(sqlite_url: str, tmp_path: 
     m = _metrics(tmp_path / "examctl_clean_redis.prom")
     assert m["examctl_last_run_status"]["skipped"] == 1
     assert m["examctl_last_success_timestamp_seconds"][""] == 0
+
+
+def test_metrics__database_unreachable__failed_run_written_last_success_kept(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    ok = invoke("purge-proctoring", "--database-url", sqlite_url, "--metrics-dir", str(tmp_path))
+    assert ok.exit_code == 0, ok.stderr
+    path = tmp_path / "examctl_purge_proctoring.prom"
+    first = _metrics(path)
+    assert first["examctl_last_run_exit_code"][""] == 0
+    down = f"postgresql://examctl:s3cret-pw@127.0.0.1:{free_port()}/exams"
+
+    result = invoke("purge-proctoring", "--database-url", down, "--metrics-dir", str(tmp_path))
+
+    assert result.exit_code == 3
+    assert "database unreachable" in result.stderr and "s3cret-pw" not in result.stderr
+    after = _metrics(path)
+    assert after["examctl_last_run_status"] == {"ok": 0, "failed": 1, "skipped": 0}
+    assert after["examctl_last_run_exit_code"][""] == 3
+    assert (
+        after["examctl_last_run_timestamp_seconds"][""]
+        >= first["examctl_last_run_timestamp_seconds"][""]
+    )
+    assert (
+        after["examctl_last_success_timestamp_seconds"][""]
+        == first["examctl_last_success_timestamp_seconds"][""]
+        > 0
+    )
+    assert "s3cret-pw" not in path.read_text()
+
+
+def test_metrics__database_unreachable_first_run__last_success_zero(tmp_path: Path) -> None:
+    down = f"postgresql://examctl:pw@127.0.0.1:{free_port()}/exams"
+
+    result = invoke(
+        "archive",
+        "--dest",
+        str(tmp_path / "a"),
+        "--database-url",
+        down,
+        "--metrics-dir",
+        str(tmp_path / "m"),
+    )
+
+    assert result.exit_code == 3
+    m = _metrics(tmp_path / "m" / "examctl_archive.prom")
+    assert (
+        m["examctl_last_run_exit_code"][""],
+        m["examctl_last_success_timestamp_seconds"][""],
+    ) == (3, 0)
