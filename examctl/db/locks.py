@@ -38,10 +38,20 @@ def advisory_lock(engine: Engine, name: str) -> Iterator[bool]:
             yield acquired
 
 
+# The lock's connection sits idle while the job works on others: a server or role with
+# idle_session_timeout (PostgreSQL 14+) would end it, and the lock with it, half way through
+# a long run. Lifted for this one session.
+_KEEP_IDLE_SESSION = (
+    "SELECT set_config('idle_session_timeout', '0', false) "
+    "WHERE current_setting('server_version_num')::int >= 140000"
+)
+
+
 @contextlib.contextmanager
 def _postgres_lock(engine: Engine, name: str) -> Iterator[bool]:
     key = lock_key(name)
     with engine.connect() as conn:
+        conn.execute(text(_KEEP_IDLE_SESSION))
         acquired = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         conn.commit()
         try:

@@ -120,6 +120,21 @@ def test_clean_redis__holder_killed__lock_free_at_once(
     assert [run["status"] for run in history] == ["ok", "running"]  # the killed run shows
 
 
+def test_lock__idle_session_timeout_on_the_database__lock_kept_through_a_long_run(
+    pg_url: str, pg_engine: Engine
+) -> None:
+    database = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {database} SET idle_session_timeout = '300ms'")
+    pg_engine.dispose()  # new sessions get the setting
+
+    with advisory_lock(pg_engine, "archive") as acquired:
+        time.sleep(1.0)  # the job works elsewhere; the lock's session stays idle
+        held = _lock_held(pg_url, "archive")
+
+    assert acquired and held
+
+
 def test_purge_proctoring__long_purge_running__second_skipped(
     pg_url: str, pg_engine: Engine
 ) -> None:
