@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -156,6 +157,10 @@ def run(server: PostgresServer, args: argparse.Namespace) -> None:
     print(
         f"target partitions dropped >= 10x baseline rows/s: {drop_rate / base_rate:.1f}x; "
         f"whole partitioned run no slower than baseline: {part.seconds:.2f}s vs {base_s:.2f}s"
+    )
+    print(
+        f"longest platform read of exam_attempts during the run: plain {plain.longest_read:.3f}s, "
+        f"partitioned {part.longest_read:.3f}s"
     )
     files, size, seconds = file_system_floor(server, args.days)
     print(
@@ -297,6 +302,7 @@ class Outcome:
     dropped_rows: int = 0
     dropped_s: float = 0.0
     longest_drop: float = 0.0
+    longest_read: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -318,9 +324,10 @@ def examctl(server: PostgresServer, template: str, args: argparse.Namespace) -> 
     logger.addHandler(capture)
     logger.setLevel(logging.DEBUG)
     try:
-        started = time.monotonic()
-        result = purge_proctoring(engine, days=args.days, batch_size=args.batch_size)
-        seconds = time.monotonic() - started
+        with PlatformReader(server.url(database)) as reader:
+            started = time.monotonic()
+            result = purge_proctoring(engine, days=args.days, batch_size=args.batch_size)
+            seconds = time.monotonic() - started
     finally:
         logger.removeHandler(capture)
         engine.dispose()
@@ -336,7 +343,35 @@ def examctl(server: PostgresServer, template: str, args: argparse.Namespace) -> 
         dropped_rows=phase[0].rows if phase else 0,
         dropped_s=phase[0].duration_s if phase else 0.0,
         longest_drop=max(drops, default=0.0),
+        longest_read=reader.longest_s,
     )
+
+
+class PlatformReader:
+    """The platform reading one attempt over and over while the purge runs; records the longest
+    read, which is how long the purge held exam_attempts away from the platform (a DROP of a
+    partition locks it: the events' foreign key goes with the table)."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.longest_s = url, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> PlatformReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _read(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                conn.execute("SELECT status FROM exam_attempts LIMIT 1").fetchone()
+                self.longest_s = max(self.longest_s, time.monotonic() - started)
+                time.sleep(0.001)
 
 
 _copies = iter(range(1000))
