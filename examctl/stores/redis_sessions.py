@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,8 @@ ANSWER_FIELD_PREFIX = b"answer:"
 # Keys per SCAN call: each call costs Redis a millisecond or so, never a long stall.
 SCAN_COUNT = 1000
 UNLINK_CHUNK = 1000
+# Deeper than any real answer (a list of choices is 1), far below Python's recursion limit.
+MAX_ANSWER_DEPTH = 32
 # KEYS: candidate keys; ARGV: minimum idle seconds, "1" to unlink or "0" to count only.
 # Returns {unlinked, untracked}: untracked keys are those whose idle time Redis does not keep
 # (OBJECT IDLETIME is an error under an LFU maxmemory-policy); they stay.
@@ -83,8 +86,8 @@ class RedisSessions:
             pipe = self.client.pipeline(transaction=False)
             for attempt_id in ids:
                 pipe.hgetall(self.key(attempt_id))
-            hashes = pipe.execute()
-        return {a: parse_session(a, fields) for a, fields in zip(ids, hashes, strict=True)}
+            replies = pipe.execute(raise_on_error=False)
+            return {a: parse_session(a, _hash(a, r)) for a, r in zip(ids, replies, strict=True)}
 
     def delete(self, attempt_ids: Iterable[UUID]) -> int:
         """UNLINK the sessions of these attempts; returns how many keys existed."""
@@ -171,6 +174,19 @@ class RedisSessions:
             ) from error
 
 
+def _hash(attempt_id: UUID, reply: object) -> dict[bytes, bytes]:
+    """HGETALL's reply; a key that is not a hash (WRONGTYPE) holds no answers, said once."""
+    if isinstance(reply, redis.ResponseError):
+        logger.warning(
+            "Redis session is not a hash; no answers recovered from it",
+            extra={"action": "redis_session_unreadable", "attempt_id": str(attempt_id)},
+        )
+        return {}
+    if isinstance(reply, Exception):
+        raise reply
+    return reply  # type: ignore[return-value]
+
+
 def parse_session(attempt_id: UUID, fields: dict[bytes, bytes]) -> list[RedisAnswer]:
     """The decodable answers of one session hash; corrupt fields are logged and skipped."""
     answers = []
@@ -198,10 +214,32 @@ def _parse_answer(name: bytes, raw: bytes) -> RedisAnswer | None:
         document = json.loads(raw)
         at = datetime.fromisoformat(document["at"])
         value = document["value"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        return None
+    if not _storable(value):
         return None
     # A time without a zone is taken as UTC, the platform's convention.
     return RedisAnswer(question_id, value, at if at.tzinfo else at.replace(tzinfo=UTC))
+
+
+def _storable(value: Any) -> bool:
+    """Whether an answer can be stored as JSON by either database: Python's json reads NaN,
+    Infinity (also as 1e999) and NUL characters, which PostgreSQL's jsonb refuses, and nesting
+    too deep to write back; one such answer would fail its whole batch, run after run."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_ANSWER_DEPTH:
+            return False
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, str) and "\x00" in item:
+            return False
+        if isinstance(item, dict):
+            pending.extend((part, depth + 1) for pair in item.items() for part in pair)
+        elif isinstance(item, list):
+            pending.extend((part, depth + 1) for part in item)
+    return True
 
 
 def _glob_escape(text: str) -> str:

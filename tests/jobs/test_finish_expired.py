@@ -302,6 +302,51 @@ def test_finish_expired__corrupt_redis_fields__skipped_rest_recovered(
     assert len(skipped) == 4 and {r.attempt_id for r in skipped} == {str(attempt)}
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["NaN", "Infinity", "1e999", '"a\\u0000b"', "[" * 100 + "]" * 100, "[" * 5000 + "]" * 5000],
+    ids=["nan", "infinity", "overflow", "nul", "deep", "deeper-than-python-reads"],
+)
+def test_finish_expired__redis_value_no_database_can_store__skipped_others_finished(
+    engine: Engine, redis_url: str, redis_client: redis.Redis, value: str
+) -> None:
+    # Python's json reads these; jsonb refuses them: one would fail its batch run after run.
+    exam = make_exam(engine)
+    deadline = now_of(engine) - timedelta(minutes=5)
+    poisoned = make_attempt(engine, exam, deadline_at=deadline)
+    healthy = make_attempt(engine, exam, deadline_at=deadline + timedelta(minutes=1))
+    at = (deadline - timedelta(minutes=1)).isoformat()
+    put_session(
+        redis_client,
+        poisoned,
+        {exam.question_ids[0]: ("B", deadline - timedelta(minutes=2))},
+        extra={f"answer:{exam.question_ids[3]}": f'{{"value": {value}, "at": "{at}"}}'},
+    )
+
+    result = finish_expired(engine, RedisSessions(redis_url, "exam:attempt:"))
+
+    assert (result.expired, result.answers_recovered) == (2, 1)
+    assert attempt_row(engine, poisoned)["status"] == attempt_row(engine, healthy)["status"]
+    assert exam.question_ids[3] not in answer_rows(engine, poisoned)
+
+
+def test_finish_expired__session_key_not_a_hash__finished_without_it(
+    engine: Engine, redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    exam = make_exam(engine)
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=1))
+    redis_client.set(f"exam:attempt:{attempt}", "not a hash")
+
+    result = finish_expired(engine, RedisSessions(redis_url, "exam:attempt:"))
+
+    assert (result.expired, result.answers_recovered) == (1, 0)
+    assert not redis_client.exists(f"exam:attempt:{attempt}")
+    unreadable = [
+        r for r in caplog.records if r.__dict__.get("action") == "redis_session_unreadable"
+    ]
+    assert [r.attempt_id for r in unreadable] == [str(attempt)]
+
+
 def test_finish_expired__redis_unreachable__nothing_finished(engine: Engine) -> None:
     exam = make_exam(engine)
     attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=1))
