@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_WEBHOOK_TIMEOUT_S = 5.0
 _NOTIFY_HELP = "--notify must be 'log' or an http:// or https:// URL with a host"
+# What http.client refuses to send (InvalidURL), so it is refused up front instead.
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]")
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class WebhookNotifier:
         return body, headers
 
     def send(self, reminder: Reminder) -> None:
+        import http.client
         import urllib.error
         import urllib.request
 
@@ -119,6 +123,10 @@ class WebhookNotifier:
             raise DeliveryFailed(self._reason(error.reason), endpoint_down=True) from None
         except (OSError, ValueError) as error:  # TimeoutError, reset, bad status line
             raise DeliveryFailed(self._reason(error), endpoint_down=True) from None
+        except http.client.HTTPException as error:  # a broken response (IncompleteRead, …)
+            raise DeliveryFailed(
+                f"bad response: {type(error).__name__}", endpoint_down=True
+            ) from None
 
     def _reason(self, reason: object) -> str:
         if isinstance(reason, TimeoutError):
@@ -149,6 +157,13 @@ def make_notifier(notify: str, *, secret: str | None, timeout_s: float) -> Notif
         raise UsageError(_NOTIFY_HELP) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise UsageError(_NOTIFY_HELP)
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(
+            "--notify: no user or password in the URL (it would be sent and shown in errors); "
+            "sign with EXAMCTL_WEBHOOK_SECRET, or keep a token in the path, which is never shown"
+        )
+    if _UNSENDABLE.search(notify):
+        raise UsageError("--notify: the URL has spaces or control characters; percent-encode them")
     return WebhookNotifier(notify, secret=secret, timeout_s=timeout_s)
 
 

@@ -36,9 +36,11 @@ class WebhookServer:
         status: int = 200,
         secret: str | None = None,
         hang: bool = False,
+        broken_body: bool = False,
         on_request: Callable[[Received], None] | None = None,
     ) -> None:
         self.status = status
+        self.broken_body = broken_body
         self.secret = secret
         self.hang = hang
         self.on_request = on_request
@@ -94,6 +96,13 @@ class WebhookServer:
                     return
                 if server.on_request is not None:
                     server.on_request(received)
+                if server.broken_body:  # a chunked body cut short: IncompleteRead for the sender
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.write(b"10\r\ncut sh")
+                    self.close_connection = True
+                    return
                 try:
                     self.send_response(server.status)
                     self.send_header("Content-Length", "0")

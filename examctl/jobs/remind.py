@@ -256,26 +256,37 @@ def _deliver(
     sent: list[Reminder] = []
     failed: dict[str, list[Reminder]] = defaultdict(list)
     down: str | None = None
-    for reminder in claims:
-        if down is not None:
-            failed[f"not attempted: {down}"].append(reminder)
-            continue
-        try:
-            notifier.send(reminder)
-        except DeliveryFailed as error:
-            failed[str(error)].append(reminder)
-            down = str(error) if error.endpoint_down else None
-            logger.debug(
-                "reminder not delivered: %s",
-                error,
-                extra={"attempt_id": str(reminder.attempt_id), "minutes": reminder.minutes_before},
-            )
-        else:
-            sent.append(reminder)
-    _record(engine, sent, failed)
+    settled = 0
+    try:
+        for reminder in claims:
+            if down is not None:
+                failed[f"not attempted: {down}"].append(reminder)
+            else:
+                try:
+                    notifier.send(reminder)
+                    sent.append(reminder)
+                except DeliveryFailed as error:
+                    failed[str(error)].append(reminder)
+                    down = str(error) if error.endpoint_down else None
+                    _log_not_delivered(reminder, error)
+            settled += 1
+    finally:
+        # Whatever stops the loop, no claim stays `sending`: those not known to be delivered
+        # are recorded failed, and the next run retries them.
+        if settled < len(claims):
+            failed["not delivered: the run stopped"].extend(claims[settled:])
+        _record(engine, sent, failed)
     reasons.update({why: len(batch) for why, batch in failed.items()})
     result = RemindResult(sent=len(sent), failed=sum(len(v) for v in failed.values()))
     return result, down is not None
+
+
+def _log_not_delivered(reminder: Reminder, error: DeliveryFailed) -> None:
+    logger.debug(
+        "reminder not delivered: %s",
+        error,
+        extra={"attempt_id": str(reminder.attempt_id), "minutes": reminder.minutes_before},
+    )
 
 
 def _record(engine: Engine, sent: list[Reminder], failed: dict[str, list[Reminder]]) -> None:

@@ -200,6 +200,36 @@ def test_remind__webhook_refused__rest_not_attempted_all_retried(engine: Engine)
     assert sorted(p["attempt_id"] for p in healthy.payloads()) == sorted(map(str, attempts))
 
 
+def test_remind__webhook_breaks_its_response__failed_then_retried(engine: Engine) -> None:
+    attempts = [attempt_due_in(engine, timedelta(minutes=m)) for m in (2, 3)]
+    with WebhookServer(broken_body=True) as broken, pytest.raises(JobFailed) as raised:
+        remind(engine, webhook(broken), thresholds=AT)
+
+    assert raised.value.partial == RemindResult(skipped=2, failed=2)
+    assert [states(engine, a)[5] for a in attempts] == ["failed", "failed"]
+    with WebhookServer() as healthy:
+        assert remind(engine, webhook(healthy), thresholds=AT).sent == 2
+
+
+def test_remind__notifier_crashes__no_claim_left_sending(engine: Engine) -> None:
+    attempts = [attempt_due_in(engine, timedelta(minutes=m)) for m in (2, 3, 4)]
+
+    class CrashesOnSecond(LogNotifier):
+        calls = 0
+
+        def send(self, reminder: Any) -> None:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("a bug")
+            super().send(reminder)
+
+    with pytest.raises(RuntimeError):
+        remind(engine, CrashesOnSecond(), thresholds=AT)
+
+    assert sorted(states(engine, a)[5] for a in attempts) == ["failed", "failed", "sent"]
+    assert remind(engine, LogNotifier(), thresholds=AT).sent == 2  # the next run retries them
+
+
 def test_remind__webhook_hangs__bounded_by_timeout(pg_engine: Engine) -> None:
     for m in (2, 3, 4):
         attempt_due_in(pg_engine, timedelta(minutes=m))
@@ -274,6 +304,21 @@ def test_parse_thresholds__invalid__usage_error(text: str) -> None:
 )
 def test_make_notifier__malformed__usage_error(notify: str) -> None:
     with pytest.raises(UsageError, match="--notify must be 'log' or an http"):
+        make_notifier(notify, secret=None, timeout_s=1)
+
+
+@pytest.mark.parametrize(
+    "notify", ["http://hookuser:Sup3rT0ken@127.0.0.1/hooks", "https://T0ken@hooks.example/x"]
+)
+def test_make_notifier__credentials_in_url__usage_error_without_them(notify: str) -> None:
+    with pytest.raises(UsageError, match="no user or password in the URL") as raised:
+        make_notifier(notify, secret=None, timeout_s=1)
+    assert "T0ken" not in str(raised.value)
+
+
+@pytest.mark.parametrize("notify", ["http://127.0.0.1/hooks/a b", "http://127.0.0.1/x\ty"])
+def test_make_notifier__unsendable_characters__usage_error(notify: str) -> None:
+    with pytest.raises(UsageError, match="spaces or control characters"):
         make_notifier(notify, secret=None, timeout_s=1)
 
 
