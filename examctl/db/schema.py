@@ -14,6 +14,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    func,
+    literal,
     text,
 )
 
@@ -38,6 +40,10 @@ exams = Table(
     Column("grace_minutes", Integer, server_default=text("0")),
     Column("closes_at", UtcDateTime, nullable=True),
 )
+
+# An exam's policy as examctl reads it: a NULL takes the column's default, as NULL passing_score,
+# grace_minutes and points take theirs.
+overdue_policy = func.coalesce(exams.c.overdue_policy, literal(OVERDUE_POLICIES[0]))
 
 questions = Table(
     "questions",

@@ -29,7 +29,13 @@ from sqlalchemy import Connection, Engine, Select, and_, exc, func, or_, select,
 
 from examctl.db.engine import db_now, is_postgres, translate_db_errors
 from examctl.db.functions import plus_minutes
-from examctl.db.schema import OVERDUE_POLICIES, STATUS_IN_PROGRESS, exam_attempts, exams
+from examctl.db.schema import (
+    OVERDUE_POLICIES,
+    STATUS_IN_PROGRESS,
+    exam_attempts,
+    exams,
+    overdue_policy,
+)
 from examctl.errors import ExamctlError, JobFailed, UsageError
 from examctl.jobs.finish_batch import AnswerGrader, Claimed, finish_batch
 from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, DEFAULT_FINISH_WORKERS
@@ -214,15 +220,15 @@ def overdue_query(cutoff: datetime, limit: int) -> Select[Any]:
             attempt.id,
             attempt.exam_id,
             attempt.deadline_at,
-            exam.overdue_policy,
+            overdue_policy.label("overdue_policy"),
             exam.passing_score,
         )
         .join(exams, exam.id == attempt.exam_id)
         .where(
             attempt.status == STATUS_IN_PROGRESS,
             attempt.deadline_at < cutoff,
-            exam.overdue_policy.in_(OVERDUE_POLICIES),
-            or_(exam.overdue_policy != "graceperiod", grace_end < cutoff),
+            overdue_policy.in_(OVERDUE_POLICIES),
+            or_(overdue_policy != "graceperiod", grace_end < cutoff),
         )
         .order_by(attempt.deadline_at, attempt.id)
         .limit(limit)
@@ -238,7 +244,7 @@ def _refuse_unknown_policies(engine: Engine, grace_seconds: int) -> None:
             select(exam.id, exam.overdue_policy)
             .join(exam_attempts, attempt.exam_id == exam.id)
             .where(and_(attempt.status == STATUS_IN_PROGRESS, attempt.deadline_at < cutoff))
-            .where(or_(exam.overdue_policy.is_(None), exam.overdue_policy.not_in(OVERDUE_POLICIES)))
+            .where(overdue_policy.not_in(OVERDUE_POLICIES))
             .limit(1)
         )
         bad = conn.execute(query).first()

@@ -25,7 +25,13 @@ from sqlalchemy import Engine, case, func, select, type_coerce
 
 from examctl.db.engine import db_now
 from examctl.db.functions import plus_minutes
-from examctl.db.schema import OVERDUE_POLICIES, STATUS_IN_PROGRESS, exam_attempts, exams
+from examctl.db.schema import (
+    OVERDUE_POLICIES,
+    STATUS_IN_PROGRESS,
+    exam_attempts,
+    exams,
+    overdue_policy,
+)
 from examctl.db.types import UtcDateTime
 from examctl.errors import ExamctlError, JobFailed
 from examctl.jobs.finish_expired import finish_expired
@@ -137,7 +143,7 @@ def seconds_until_next_overdue(
     due = type_coerce(
         case(
             (
-                exam.overdue_policy == "graceperiod",
+                overdue_policy == "graceperiod",
                 plus_minutes(attempt.deadline_at, func.coalesce(exam.grace_minutes, 0)),
             ),
             else_=attempt.deadline_at,
@@ -153,7 +159,7 @@ def seconds_until_next_overdue(
             .where(
                 attempt.status == STATUS_IN_PROGRESS,
                 attempt.deadline_at <= horizon,
-                exam.overdue_policy.in_(OVERDUE_POLICIES),
+                overdue_policy.in_(OVERDUE_POLICIES),
                 due >= cutoff,
                 due <= horizon,
             )

@@ -214,6 +214,19 @@ def test_finish_expired__unknown_policy__usage_error_nothing_changed(engine: Eng
     assert attempt_row(engine, kept)["status"] == "IN_PROGRESS"
 
 
+def test_finish_expired__policy_null__finished_as_autosubmit(engine: Engine) -> None:
+    # The column's default, as NULL passing_score and grace_minutes take theirs.
+    exam = make_exam(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE exams SET overdue_policy = NULL"))
+    attempt = make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=1))
+
+    result = finish_expired(engine, None)
+
+    assert (result.finished, result.expired) == (1, 1)
+    assert attempt_row(engine, attempt)["status"] == "EXPIRED"
+
+
 # --- Redis --------------------------------------------------------------------------------------
 
 
