@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
 from examctl.errors import UsageError
 
@@ -77,7 +77,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret this run knows of, for scrubbing logs and error messages."""
-        found = [_password(self.database_url), _password(self.redis_url)]
+        found: list[str | None] = [*_passwords(self.database_url), *_passwords(self.redis_url)]
         found += [os.environ.get(name) for name in _SECRET_ENV]
         return [s for s in found if s and len(s) >= 3]
 
@@ -105,13 +105,32 @@ def normalize_database_url(url: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***; safe for logs, errors and history."""
+    """The URL with its passwords replaced by ***, in the user part or as query parameters
+    (libpq and redis-py take both); safe for logs, errors and history."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    userinfo, _, hostinfo = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostinfo}"))
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{hostinfo}")
+    if any(name.lower() in _SECRET_PARAMETERS for name, _ in _parameters(parts.query)):
+        query = [
+            f"{name}=***" if name.lower() in _SECRET_PARAMETERS else raw
+            for raw, (name, _) in zip(parts.query.split("&"), _parameters(parts.query), strict=True)
+        ]
+        parts = parts._replace(query="&".join(query))
+    return urlunsplit(parts)
+
+
+# Query parameters that carry a secret in a database or Redis URL.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def _parameters(query: str) -> list[tuple[str, str]]:
+    """Each `&`-separated query item as (name, decoded value), in order, blanks kept."""
+    return [
+        (unquote_plus(name), unquote_plus(value))
+        for name, _, value in (item.partition("=") for item in query.split("&"))
+    ]
 
 
 def default_log_format() -> str:
@@ -165,10 +184,16 @@ def _check_port(parts: SplitResult, what: str) -> None:
         raise UsageError(f"{what}: the port is not a number between 0 and 65535") from None
 
 
-def _password(url: str | None) -> str | None:
+def _passwords(url: str | None) -> list[str]:
+    """The URL's secrets, as written and decoded: its password and secret query parameters."""
     if not url:
-        return None
+        return []
     try:
-        return urlsplit(url).password
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password is not None else []
     except ValueError:
-        return None
+        return []
+    for raw, (name, value) in zip(parts.query.split("&"), _parameters(parts.query), strict=True):
+        if name.lower() in _SECRET_PARAMETERS:
+            found += [value, raw.partition("=")[2]]
+    return found

@@ -73,3 +73,24 @@ def test_secrets__succeeding_and_failing_runs__never_show_a_password(
         assert secret not in printed
         assert secret not in stored
         assert secret not in written
+
+
+def test_secrets__password_as_url_query_parameter__never_shown(db_url: str, engine: Engine) -> None:
+    # libpq and redis-py both take ?password=…, so the platform's URLs may carry it there.
+    secret = "hunter22-query"
+    redis_down = f"redis://127.0.0.1:{free_port()}/0?password={secret}"
+    pg_down = f"postgresql://examctl@127.0.0.1:{free_port()}/exams?password={secret}&sslmode=allow"
+
+    results = [
+        invoke("clean-redis", "--json", "--database-url", db_url, "--redis-url", redis_down),
+        invoke("status", "--json", "--database-url", db_url, "--redis-url", redis_down),
+        invoke("status", "--verbose", "--database-url", pg_down),
+        invoke("purge-proctoring", "--json", "--database-url", pg_down),
+    ]
+
+    assert [r.exit_code for r in results] == [3, 0, 3, 3]
+    assert "password=***" in results[0].stderr and "password=***" in results[2].stderr
+    with engine.connect() as conn:
+        stored = "\n".join(map(str, conn.execute(text("SELECT * FROM examctl_job_runs")).all()))
+    assert "Redis unreachable" in stored
+    assert secret not in _everything_printed(results) and secret not in stored
