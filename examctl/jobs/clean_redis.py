@@ -116,6 +116,7 @@ def _clean_batch(
     attempt_of = {key: sessions.attempt_id_of(key) for key in keys}
     live = attempt_statuses(connection(), [a for a in attempt_of.values() if a is not None])
     malformed = [key for key, attempt in attempt_of.items() if attempt is None]
+    _refuse_a_prefix_that_misses(sessions, malformed)
     finished = [key for key, attempt in attempt_of.items() if live.get(attempt or "") is False]
     unknown = [key for key, attempt in attempt_of.items() if attempt and attempt not in live]
     if min_idle_seconds == 0:
@@ -137,6 +138,19 @@ def _clean_batch(
     return CleanResult(
         scanned=len(keys), deleted=deleted, kept=len(keys) - deleted, malformed=len(malformed)
     )
+
+
+def _refuse_a_prefix_that_misses(sessions: RedisSessions, malformed: list[bytes]) -> None:
+    """A prefix one character short (`exam:attempt`) would make every session 'malformed' and
+    delete them all, live ones included: refused before this batch deletes anything."""
+    for key in malformed:
+        fitting = sessions.prefix_fitting(key)
+        if fitting is not None:
+            raise UsageError(
+                f"--redis-prefix '{sessions.prefix}' does not end where the attempt id starts "
+                f"(keys look like '{fitting}<attempt id>'): did you mean '{fitting}'? "
+                "Nothing was deleted from such keys"
+            )
 
 
 def attempt_statuses(conn: Connection, attempt_ids: Sequence[str]) -> dict[str, bool]:

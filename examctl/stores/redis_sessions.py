@@ -127,6 +127,14 @@ class RedisSessions:
         except (ValueError, UnicodeDecodeError):
             return None
 
+    def prefix_fitting(self, key: bytes) -> str | None:
+        """For a key whose suffix is not a UUID but ends in one (`exam:attempt` given for
+        `exam:attempt:`), the prefix that would make it a session key; None otherwise."""
+        suffix = key[self._prefix_length :]
+        if len(suffix) > 36 and _CANONICAL_UUID.fullmatch(suffix[-36:]):
+            return key[: len(key) - 36].decode("utf-8", "replace")
+        return None
+
     def unlink_stale(
         self,
         keys: Sequence[bytes],

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import Connection, Engine, insert
 
 from examctl.db.schema import exam_attempts
-from examctl.errors import JobSkipped, ServiceUnavailable
+from examctl.errors import JobSkipped, ServiceUnavailable, UsageError
 from examctl.jobs import clean_redis as clean_redis_module
 from examctl.jobs.clean_redis import CleanResult, attempt_statuses, clean_redis
 from examctl.stores.redis_sessions import RedisSessions
@@ -192,6 +192,20 @@ def test_clean_redis__custom_prefix__only_its_keys(
 
     assert result == CleanResult(scanned=1, deleted=1, malformed=1)
     assert sorted(redis_client.keys("*")) == [b"apps:junk", b"exam:attempt:junk"]
+
+
+def test_clean_redis__prefix_missing_its_colon__refused_nothing_deleted(
+    engine: Engine, redis_url: str, redis_client: redis.Redis
+) -> None:
+    exam = make_exam(engine)
+    live = put_session(redis_client, make_attempt(engine, exam, deadline_at=now_of(engine)), {})
+    junk = "exam:attempt:not-an-id"
+    redis_client.set(junk, "x")
+
+    with pytest.raises(UsageError, match="did you mean 'exam:attempt:'"):
+        clean_redis(engine, RedisSessions(redis_url, "exam:attempt"), min_idle_seconds=0)
+
+    assert redis_client.exists(live)
 
 
 def test_clean_redis__no_redis__skipped(engine: Engine) -> None:
