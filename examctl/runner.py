@@ -184,7 +184,12 @@ def _write_metrics(ctx: JobContext, report: JobReport, finished_at: datetime | N
     if finished_at is None:
         finished_at = datetime.now(UTC)
         last_success = previous_last_success(ctx.metrics_dir, report.job)
-    write_job_metrics(ctx.metrics_dir, report, finished_at, last_success)
+    try:
+        write_job_metrics(ctx.metrics_dir, report, finished_at, last_success)
+    except OSError as error:  # the run's outcome stands; the staleness alert will notice
+        logger.error(
+            "could not write the metrics file: %s", error, extra={"action": "metrics_not_written"}
+        )
 
 
 def _counts(result: object) -> dict[str, Any]:

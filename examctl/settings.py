@@ -58,7 +58,7 @@ class Settings:
             redis_url=_validate_redis_url(redis_url) if redis_url else None,
             redis_prefix=_validate_prefix(redis_prefix),
             log_format=_validate_log_format(log_format),
-            metrics_dir=metrics_dir,
+            metrics_dir=_validate_metrics_dir(metrics_dir),
             verbose=verbose,
             webhook_secret=os.environ.get("EXAMCTL_WEBHOOK_SECRET") or None,
         )
@@ -157,6 +157,19 @@ def _validate_prefix(prefix: str | None) -> str:
     if not prefix or any(ch in prefix for ch in "*?[]"):
         raise UsageError("--redis-prefix must be non-empty and hold no glob characters (* ? [ ])")
     return prefix
+
+
+def _validate_metrics_dir(metrics_dir: Path | None) -> Path | None:
+    """A directory examctl can write (or create): checked before any work, not after it."""
+    if metrics_dir is None:
+        return None
+    existing = next(p for p in (metrics_dir, *metrics_dir.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--metrics-dir / EXAMCTL_METRICS_DIR: {metrics_dir} cannot be written "
+            f"({existing} is not a writable directory)"
+        )
+    return metrics_dir
 
 
 def _validate_log_format(log_format: str | None) -> str:

@@ -9,7 +9,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from tests.events import DAY, add_events
+from tests.events import DAY, add_events, count_events
 from tests.factories import make_attempt, make_exam, now_of, put_session
 from tests.invoke import invoke
 from tests.servers import free_port
@@ -149,3 +149,20 @@ def test_metrics__database_unreachable_first_run__last_success_zero(tmp_path: Pa
         m["examctl_last_run_exit_code"][""],
         m["examctl_last_success_timestamp_seconds"][""],
     ) == (3, 0)
+
+
+def test_metrics__dir_under_a_file__exit_2_before_any_work(
+    db_url: str, engine: Engine, tmp_path: Path
+) -> None:
+    add_events(engine, count=5, newest=now_of(engine) - 100 * DAY, step=DAY)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+
+    result = invoke(
+        "purge-proctoring", "--json", "--database-url", db_url, "--metrics-dir", str(afile / "sub")
+    )
+
+    assert result.exit_code == 2
+    assert "--metrics-dir" in result.stderr and "cannot be written" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert count_events(engine) == 5
