@@ -22,40 +22,47 @@ def render_report(report: JobReport, *, as_json: bool) -> None:
         print_json(report.as_json())
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    style = _STATUS_STYLE.get(report.status, "")
-    title = f"[bold]{report.job}[/]: [{style}]{report.status}[/]"
+    title = f"[bold]{escape(report.job)}[/]: {_styled_status(report.status)}"
     if report.dry_run:
         title += " [dim](dry run: nothing changed)[/]"
     console.print(f"{title} in {report.duration_s:.2f}s")
     if report.counts:
         table = Table(show_header=False, box=None, padding=(0, 2))
         for name, value in report.counts.items():
-            table.add_row(
-                name.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value)
-            )
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
+            table.add_row(escape(name.replace("_", " ")), escape(shown))
         console.print(table)
     for note in report.notes:
-        console.print(f"[dim]note:[/] {note}")
+        console.print(f"[dim]note:[/] {escape(note)}")
 
 
 def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title: str) -> None:
-    """A plain Rich table of dict rows, for `history` and friends."""
+    """A plain Rich table of dict rows, for `history` and friends. Cells are database text
+    (errors quote paths and `[parameters: …]`), so they are escaped, never read as markup."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     for column in columns:
-        table.add_column(column.replace("_", " "))
+        table.add_column(escape(column.replace("_", " ")))
     for row in rows:
         cells = []
         for column in columns:
             value = row.get(column)
             text = "" if value is None else str(value)
-            if column == "status":
-                text = f"[{_STATUS_STYLE.get(text, '')}]{text}[/]"
-            cells.append(text)
+            cells.append(_styled_status(text) if column == "status" else escape(text))
         table.add_row(*cells)
     Console().print(table)
+
+
+def _styled_status(status: str) -> str:
+    """`status` as markup: coloured when it is one examctl writes, escaped whatever it is."""
+    from rich.markup import escape
+
+    style = _STATUS_STYLE.get(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
