@@ -36,7 +36,12 @@ if TYPE_CHECKING:
 
 GraceSeconds = Annotated[
     int,
-    typer.Option("--grace-seconds", min=0, help="Finish only attempts overdue by more than this."),
+    typer.Option(
+        "--grace-seconds",
+        min=0,
+        max=366 * 86_400,  # a year: far past any exam, and inside every date range
+        help="Finish only attempts overdue by more than this.",
+    ),
 ]
 BatchSize = Annotated[
     int, typer.Option("--batch-size", min=1, max=100_000, help="Attempts per transaction.")

@@ -36,7 +36,7 @@ from examctl.db.schema import (
     exams,
     overdue_policy,
 )
-from examctl.errors import ExamctlError, JobFailed, UsageError
+from examctl.errors import ExamctlError, JobFailed, ServiceUnavailable, UsageError
 from examctl.jobs.finish_batch import AnswerGrader, Claimed, finish_batch
 from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, DEFAULT_FINISH_WORKERS
 from examctl.stores.redis_sessions import RedisSessions
@@ -115,7 +115,8 @@ def _drain(
                     break
                 total += batch
     except ExamctlError as error:
-        return _Drained(total, error)
+        committed = error.partial if isinstance(error.partial, FinishResult) else FinishResult()
+        return _Drained(total + committed, error)
     except exc.OperationalError as error:  # a deadlock, a statement timeout: the batch rolled back
         reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
         return _Drained(total, JobFailed(f"a batch failed and was rolled back: {reason}"))
@@ -173,7 +174,10 @@ def _finish_one_batch(
             return None
         outcome = finish_batch(conn, sessions, claimed, now, grader=grader, write=True)
     # Only after the commit: a session deleted before it could lose answers on a rollback.
-    deleted = sessions.delete(outcome.finished_ids) if sessions is not None else 0
+    try:
+        deleted = sessions.delete(outcome.finished_ids) if sessions is not None else 0
+    except ServiceUnavailable as error:  # the batch is committed: it counts all the same
+        raise ServiceUnavailable(str(error), partial=_result(outcome, redis_deleted=0)) from error
     logger.info(
         "batch finished",
         extra={
@@ -202,7 +206,7 @@ def _count_overdue(
             if not claimed:
                 return total
             outcome = finish_batch(conn, sessions, claimed, cutoff, grader=grader, write=False)
-            existing = len(outcome.finished_ids) if sessions is not None else 0
+            existing = sessions.count_existing(outcome.finished_ids) if sessions is not None else 0
             total += _result(outcome, redis_deleted=existing)
             after = (claimed[-1].deadline_at, claimed[-1].id)
 

@@ -97,6 +97,14 @@ class RedisSessions:
         with self.unreachable_is_fatal():
             return int(self.client.unlink(*keys))
 
+    def count_existing(self, attempt_ids: Iterable[UUID]) -> int:
+        """How many of these attempts have a session (what delete() would remove)."""
+        keys = [self.key(a) for a in attempt_ids]
+        if not keys:
+            return 0
+        with self.unreachable_is_fatal():
+            return int(self.client.exists(*keys))
+
     def scan_batches(self, count: int = SCAN_COUNT) -> Iterator[list[bytes]]:
         """SCAN `{prefix}*`, one list of keys per reply. A key may come twice (SCAN's contract).
 

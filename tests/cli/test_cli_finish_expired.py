@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine, text
 
 from examctl.db.engine import make_engine
@@ -73,12 +74,22 @@ def test_cli_finish_expired__environment__used_and_flag_wins(db_url: str, engine
     assert flag_wins.exit_code == 0 and flag_wins.json()["counts"]["finished"] == 1
 
 
-def test_cli_finish_expired__bad_option__one_line_exit_2() -> None:
-    result = invoke("finish-expired", "--batch-size", "0")
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("finish-expired", "--batch-size", "0"),
+        ("finish-expired", "--grace-seconds", "99999999999"),  # past every date range
+        ("sweep", "--grace-seconds", "99999999999"),
+    ],
+)
+def test_cli_finish_expired__bad_option__one_line_exit_2(
+    command: str, option: str, value: str
+) -> None:
+    result = invoke(command, option, value)
 
     assert result.exit_code == 2
     assert result.error_line.startswith(
-        "examctl: error: examctl finish-expired: Invalid value for '--batch-size'"
+        f"examctl: error: examctl {command}: Invalid value for '{option}'"
     )
 
 

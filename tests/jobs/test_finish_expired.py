@@ -227,6 +227,39 @@ def test_finish_expired__policy_null__finished_as_autosubmit(engine: Engine) -> 
     assert attempt_row(engine, attempt)["status"] == "EXPIRED"
 
 
+def test_finish_expired__dry_run_with_redis__counts_only_sessions_that_exist(
+    engine: Engine, redis_url: str, redis_client: redis.Redis
+) -> None:
+    exam = make_exam(engine)
+    overdue = now_of(engine) - timedelta(minutes=1)
+    with_session = make_attempt(engine, exam, deadline_at=overdue)
+    make_attempt(engine, exam, deadline_at=overdue)
+    put_session(redis_client, with_session, {})
+    sessions = RedisSessions(redis_url, "exam:attempt:")
+
+    dry = finish_expired(engine, sessions, dry_run=True)
+
+    assert (dry.finished, dry.redis_deleted) == (2, 1)
+    assert finish_expired(engine, sessions) == dry
+
+
+def test_finish_expired__redis_lost_after_commit__batch_counted_in_the_error(
+    engine: Engine, redis_url: str
+) -> None:
+    class LostAfterCommit(RedisSessions):  # Redis goes away between the commit and the UNLINK
+        def delete(self, attempt_ids: object) -> int:
+            raise ServiceUnavailable("Redis unreachable at redis://…: connection reset")
+
+    exam = make_exam(engine)
+    for minutes in (1, 2, 3):
+        make_attempt(engine, exam, deadline_at=now_of(engine) - timedelta(minutes=minutes))
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        finish_expired(engine, LostAfterCommit(redis_url, "exam:attempt:"), batch_size=3, workers=1)
+
+    assert raised.value.partial == FinishResult(finished=3, expired=3, answers_graded=0)
+
+
 # --- Redis --------------------------------------------------------------------------------------
 
 
