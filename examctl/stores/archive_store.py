@@ -28,6 +28,8 @@ SSE_MODES = ("AES256", "aws:kms")
 READ_CHUNK = 1024 * 1024
 _DEST_HELP = "expected s3://bucket/prefix, file:///path or a directory path"
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]")
+# `s3:/b`, `s3:b`, `file:/x`, `S3//x`: a URL with its `://` mistyped, not a directory to create
+_MISTYPED_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:|(?i:s3|file)//")
 
 
 class ObjectMissing(JobFailed):
@@ -109,7 +111,7 @@ def parse_destination(dest: str, *, what: str = "--dest") -> Destination:
     if not text:
         raise UsageError(f"{what} is empty ({_DEST_HELP})")
     if "://" not in text:
-        return Destination("file", path=Path(text).expanduser().absolute())
+        return _directory(text, what)
     scheme, _, rest = text.partition("://")
     if scheme.lower() == "s3":
         bucket, _, prefix = rest.partition("/")
@@ -124,6 +126,16 @@ def parse_destination(dest: str, *, what: str = "--dest") -> Destination:
             )
         return Destination("file", path=Path(unquote(parts.path)))
     raise UsageError(f"{what} {text!r}: unsupported scheme '{scheme}://' ({_DEST_HELP})")
+
+
+def _directory(text: str, what: str) -> Destination:
+    """A plain path; one that starts like a URL is refused, or `s3:/b` would be `./s3:/b`."""
+    if _MISTYPED_URL.match(text):
+        raise UsageError(
+            f"{what} {text!r} looks like a mistyped URL; write s3://bucket/prefix, or "
+            "file:///path for a directory (also one whose name has a colon)"
+        )
+    return Destination("file", path=Path(text).expanduser().absolute())
 
 
 def parse_encryption(

@@ -239,3 +239,21 @@ def test_archive_cli__progress__drawn_on_a_terminal_only(
     engine = make_engine(normalize_database_url(pg_url))
     assert live_ids(engine) == set()
     engine.dispose()
+
+
+@pytest.mark.parametrize("dest", ["s3:/exam-archive/prod", "s3:bucket", "S3//x", "file:/x"])
+def test_archive_cli__dest_a_mistyped_url__exit_2_rows_kept_nothing_written(
+    engine: Engine, exam: Exam, db_url: str, tmp_path: Path, dest: str
+) -> None:
+    ids = seed_finished(engine, exam, [200])
+    before = sorted(tmp_path.rglob("*"))
+
+    result = invoke("archive", "--dest", dest, "--database-url", db_url)
+
+    assert result.exit_code == 2
+    assert result.error_line == (
+        f"examctl: error: --dest {dest!r} looks like a mistyped URL; write s3://bucket/prefix, "
+        "or file:///path for a directory (also one whose name has a colon)"
+    )
+    assert live_ids(engine) == set(ids)
+    assert sorted(tmp_path.rglob("*")) == before

@@ -32,6 +32,8 @@ from tests.servers import MotoServer, free_port
         ("file:///srv/archive", Destination("file", path=Path("/srv/archive"))),
         ("file://localhost/srv/a%20b", Destination("file", path=Path("/srv/a b"))),
         ("/srv/archive", Destination("file", path=Path("/srv/archive"))),
+        ("/srv/s3:/a", Destination("file", path=Path("/srv/s3:/a"))),
+        ("file:///srv/s3:a", Destination("file", path=Path("/srv/s3:a"))),
     ],
 )
 def test_parse_destination__accepted_forms__parsed(dest: str, parsed: Destination) -> None:
@@ -40,6 +42,7 @@ def test_parse_destination__accepted_forms__parsed(dest: str, parsed: Destinatio
 
 def test_parse_destination__relative_path__made_absolute(tmp_path: Path) -> None:
     assert parse_destination("./examctl-archive").path == tmp_path / "examctl-archive"
+    assert parse_destination("./s3:b").path == tmp_path / "s3:b"
 
 
 @pytest.mark.parametrize(
