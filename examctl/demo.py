@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, insert, inspect, select
 
 from examctl.db.engine import db_now
 from examctl.db.schema import attempt_answers, exam_attempts, exams, proctoring_events, questions
@@ -73,7 +73,16 @@ def seed_demo(engine: Engine, res: Resources | None = None, *, seed: int = 7) ->
     )
 
 
+def refuse_real_data(engine: Engine) -> None:
+    """UsageError (exit 2) if the database holds real exams. Read-only, so it can run before the
+    schema is created: the platform's tables may be there without examctl's."""
+    with engine.connect() as conn:
+        _refuse_real_data(conn)
+
+
 def _refuse_real_data(conn: Connection) -> None:
+    if not inspect(conn).has_table(exams.name):
+        return
     real = conn.execute(
         select(func.count()).select_from(exams).where(~exams.c.title.startswith(DEMO_TITLE_PREFIX))
     ).scalar_one()
@@ -225,6 +234,9 @@ def run_demo(res: Resources) -> int:
     from examctl.status import collect_status, render_status
 
     console = Console()
+    # Before any DDL: on a real database, creating examctl's tables and indexes (a plain
+    # CREATE INDEX on the live events table) is already a change the refusal must prevent.
+    refuse_real_data(res.engine)
     init_schema(res.engine)
     sample = seed_demo(res.engine, res)
     console.rule("[bold]examctl demo")
