@@ -101,7 +101,41 @@ def normalize_database_url(url: str) -> str:
     if not parts.hostname and "host=" not in parts.query:
         raise UsageError(f"--database-url / DATABASE_URL: no host given ({_DATABASE_URL_HELP})")
     _check_port(parts, "--database-url / DATABASE_URL")
+    parts = parts._replace(query=_libpq_query(parts.query))
+    _check_libpq_parameters(urlunsplit(parts._replace(scheme="postgresql")))
     return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+# asyncpg's `ssl=` (the platform's URL may be an asyncpg one) as libpq's `sslmode=`.
+_ASYNCPG_SSL = {"true": "require", "false": "disable"}
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _libpq_query(query: str) -> str:
+    items = []
+    for item in query.split("&") if query else []:
+        name, _, value = item.partition("=")
+        if name == "ssl":
+            item = f"sslmode={_ASYNCPG_SSL.get(value.lower(), value)}"
+        items.append(item)
+    return "&".join(items)
+
+
+def _check_libpq_parameters(url: str) -> None:
+    """What libpq would refuse only when connecting (exit 3 then), refused now with exit 2."""
+    import psycopg
+
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise UsageError(f"--database-url / DATABASE_URL: {reason}") from None
+    if given.get("sslmode", "prefer") not in _SSLMODES:
+        raise UsageError(
+            f"--database-url / DATABASE_URL: sslmode must be one of {', '.join(_SSLMODES)}"
+        )
+    if not str(given.get("port", "5432")).replace(",", "").isdigit():
+        raise UsageError("--database-url / DATABASE_URL: the port is not a number")
 
 
 def redact_url(url: str) -> str:

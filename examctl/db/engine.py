@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, text
 
 from examctl.errors import ServiceUnavailable, UsageError
 from examctl.settings import redact_url
@@ -22,15 +22,19 @@ def make_engine(database_url: str) -> Engine:
     """An engine on psycopg 3 for PostgreSQL, or on the standard library for SQLite."""
     if database_url.startswith("sqlite"):
         return _sqlite_engine(database_url)
+    url = make_url(database_url)
+    # The URL's own `options` (a search_path, say) are kept: connect_args would replace them.
+    given = url.query.get("options", ())
+    options = " ".join([given] if isinstance(given, str) else given)
     return create_engine(
-        database_url,
+        url.difference_update_query(["options"]),
         pool_pre_ping=True,
         pool_size=2,
         connect_args={
             "connect_timeout": CONNECT_TIMEOUT_S,
             "application_name": "examctl",
             # UTC sessions: timestamps read back are UTC whatever the server's setting.
-            "options": "-c timezone=UTC",
+            "options": f"{options} -c timezone=UTC".strip(),
         },
     )
 

@@ -143,3 +143,24 @@ def _seconds(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso).timestamp()
+
+
+def test_status__tables_in_another_schema__search_path_from_url_options(
+    pg_url: str, pg_engine: Engine
+) -> None:
+    # A platform whose tables live in schema `platform` says so in its URL's libpq options.
+    _sample(pg_engine)
+    with pg_engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA platform"))
+        tables = conn.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ).scalars()
+        for table in list(tables):
+            conn.execute(text(f"ALTER TABLE public.{table} SET SCHEMA platform"))
+
+    result = invoke(
+        "status", "--json", "--database-url", f"{pg_url}?options=-csearch_path%3Dplatform"
+    )
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["attempts_in_progress"] == 4

@@ -21,6 +21,12 @@ def test_database_url__every_platform_form__runs_on_psycopg3(url: str) -> None:
     assert normalize_database_url(url) == "postgresql+psycopg://u:p@db:5432/exams"
 
 
+@pytest.mark.parametrize(("ssl", "sslmode"), [("disable", "disable"), ("true", "require")])
+def test_database_url__asyncpg_ssl__becomes_libpq_sslmode(ssl: str, sslmode: str) -> None:
+    url = normalize_database_url(f"postgresql+asyncpg://u:p@db/exams?ssl={ssl}")
+    assert url == f"postgresql+psycopg://u:p@db/exams?sslmode={sslmode}"
+
+
 def test_database_url__sqlite_path__kept() -> None:
     assert normalize_database_url("sqlite:///var/lib/examctl.db") == "sqlite:///var/lib/examctl.db"
 
@@ -34,6 +40,9 @@ def test_database_url__sqlite_path__kept() -> None:
         ("postgresql:///exams", "no host given"),
         ("sqlite://", "expected postgresql://"),
         ("postgresql://u:p@[::1/exams", "is malformed"),
+        ("postgresql://u:p@db/exams?bogusparam=1", 'invalid URI query parameter: "bogusparam"'),
+        ("postgresql://u:p@db/exams?sslmode=bogus", "sslmode must be one of"),
+        ("postgresql://u:p@db/exams?port=abc", "port is not a number"),
     ],
 )
 def test_database_url__malformed__usage_error_without_password(url: str, message: str) -> None:
