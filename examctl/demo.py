@@ -228,6 +228,7 @@ def _write_redis_sessions(
 def run_demo(res: Resources) -> int:
     """Seed, run every job once as cron would, show `status`; returns the exit code."""
     from rich.console import Console
+    from rich.markup import escape
 
     from examctl.db.migrate import init_schema
     from examctl.render import render_report
@@ -241,7 +242,7 @@ def run_demo(res: Resources) -> int:
     sample = seed_demo(res.engine, res)
     console.rule("[bold]examctl demo")
     console.print(
-        f"Sample written to [cyan]{res.settings.database_display}[/]: {sample.exams} exams "
+        f"Sample written to [cyan]{escape(res.settings.database_display)}[/]: {sample.exams} exams "
         f"(every overdue policy, every question kind), {sample.attempts} attempts, "
         f"{sample.answers} answers, {sample.events} proctoring events, "
         f"{sample.redis_sessions} Redis sessions\n"

@@ -49,3 +49,15 @@ def test_demo__empty_database__schema_created_and_sample_written(tmp_path: Path)
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     assert ("table", "examctl_job_runs") in _schema_objects(engine)
     engine.dispose()
+
+
+def test_demo__database_path_with_markup_brackets__shown_literally(tmp_path: Path) -> None:
+    folder = tmp_path / "[/x]"
+    folder.mkdir(parents=True)
+
+    result = invoke(
+        "demo", "--database-url", f"sqlite:///{folder / 'e.db'}", env={"COLUMNS": "400"}
+    )
+
+    assert result.exit_code == 0, result.stderr
+    assert "/[/x]/e.db: 4 exams" in result.stdout
