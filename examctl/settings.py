@@ -182,7 +182,22 @@ def _validate_redis_url(url: str) -> str:
     if parts.scheme.lower() != "unix" and not parts.hostname:
         raise UsageError("--redis-url / REDIS_URL: no host given (expected redis://host:port/db)")
     _check_port(parts, "--redis-url / REDIS_URL")
+    _check_redis_parameters(url)
     return url
+
+
+def _check_redis_parameters(url: str) -> None:
+    """redis-py reads the URL's query (socket_timeout=…) only when a client is made: made
+    here, without connecting, so a bad value is exit 2 now rather than a crash later."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url).close()
+    except (ValueError, TypeError) as error:
+        reason = str(error).strip().splitlines()[0]
+        for secret in _passwords(url):
+            reason = reason.replace(secret, "***")
+        raise UsageError(f"--redis-url / REDIS_URL: {reason}") from None
 
 
 def _validate_prefix(prefix: str | None) -> str:

@@ -72,6 +72,7 @@ def test_settings__repr__hides_urls() -> None:
     [
         ({"redis_url": "http://cache:6379"}, "unsupported scheme 'http://'"),
         ({"redis_url": "redis://"}, "no host given"),
+        ({"redis_url": "redis://c:6379/0?socket_timeout=x"}, "Invalid value for 'socket_timeout'"),
         ({"redis_prefix": "exam:*"}, "no glob characters"),
         ({"log_format": "xml"}, "--log-format must be text or json"),
     ],
