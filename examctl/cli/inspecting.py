@@ -21,6 +21,7 @@ from examctl.cli.frame import (
     reported_errors,
     resolve,
 )
+from examctl.errors import UsageError
 
 
 def history_command(
@@ -37,6 +38,7 @@ def history_command(
     """
     with reported_errors():
         settings = resolve(database_url, log_format=log_format, verbose=verbose)
+        _check_job_name(job)
     with reported_errors(settings.secrets), opened(settings, use_redis=False) as res:
         from examctl.history import recent_runs
 
@@ -53,6 +55,15 @@ def history_command(
         ["id", "job", "status", "started_at", "finished_at", "dry_run", "counts", "error", "host"],
         title="examctl history (newest first)",
     )
+
+
+def _check_job_name(job: str | None) -> None:
+    """A typo in `--job` is a usage error, not an empty history that reads as "never ran"."""
+    from examctl.status import JOBS
+
+    recorded = (*JOBS, "restore")  # status lists the scheduled jobs; restore is run by hand
+    if job is not None and job not in recorded:
+        raise UsageError(f"--job: no job is named {job!r}; the jobs are {', '.join(recorded)}")
 
 
 def status_command(

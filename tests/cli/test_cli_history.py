@@ -31,3 +31,21 @@ def test_history__error_with_markup_brackets__printed_literally(
 
     assert result.exit_code == 0, result.stderr
     assert error in result.stdout
+
+
+def test_history__unknown_job__exit_2_naming_the_jobs(sqlite_url: str) -> None:
+    result = invoke("history", "--job", "purge_proctoring", "--database-url", sqlite_url)
+
+    assert result.exit_code == 2
+    assert result.error_line == (
+        "examctl: error: --job: no job is named 'purge_proctoring'; the jobs are finish-expired, "
+        "sweep, remind, clean-redis, purge-proctoring, archive, restore"
+    )
+    assert result.stdout == ""
+
+
+def test_history__restore_job__accepted(sqlite_url: str) -> None:
+    result = invoke("history", "--job", "restore", "--json", "--database-url", sqlite_url)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json() == []
