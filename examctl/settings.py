@@ -142,11 +142,14 @@ def redact_url(url: str) -> str:
     """The URL with its passwords replaced by ***, in the user part or as query parameters
     (libpq and redis-py take both); safe for logs, errors and history."""
     parts = urlsplit(url)
+    secret_parameters = any(n.lower() in _SECRET_PARAMETERS for n, _ in _parameters(parts.query))
+    if parts.password is None and not secret_parameters:
+        return url  # as given: urlunsplit would drop the empty host of sqlite:///path
     if parts.password is not None:
         userinfo, _, hostinfo = parts.netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         parts = parts._replace(netloc=f"{user}:***@{hostinfo}")
-    if any(name.lower() in _SECRET_PARAMETERS for name, _ in _parameters(parts.query)):
+    if secret_parameters:
         query = [
             f"{name}=***" if name.lower() in _SECRET_PARAMETERS else raw
             for raw, (name, _) in zip(parts.query.split("&"), _parameters(parts.query), strict=True)

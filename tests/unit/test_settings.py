@@ -57,6 +57,13 @@ def test_redact_url__password__replaced() -> None:
     assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
 
 
+@pytest.mark.parametrize(
+    "url", ["sqlite:////var/lib/examctl.db", "sqlite:///examctl.db", "postgresql://u@db/x?a=1"]
+)
+def test_redact_url__nothing_secret__unchanged(url: str) -> None:
+    assert redact_url(url) == url
+
+
 def test_settings__repr__hides_urls() -> None:
     settings = Settings.resolve(
         database_url="postgresql://u:hunter2@db/x",
