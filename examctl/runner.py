@@ -134,7 +134,8 @@ def _run(
     except Exception as error:
         # A bug, not an expected failure: keep the traceback in the log, record it, exit 1.
         logger.exception("%s crashed", job, extra={"job": job})
-        message = scrub(f"{type(error).__name__}: {error}", ctx.secrets)
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        message = scrub(f"{type(error).__name__}: {first_line}", ctx.secrets)
         return _finish(
             ctx, run_id, job, dry_run, started, status="failed", error=message, exit_code=1
         )

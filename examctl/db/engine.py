@@ -87,8 +87,15 @@ def translate_db_errors(engine: Engine) -> Iterator[None]:
         if not _is_connection_error(error):
             raise
         where = redact_url(engine.url.render_as_string(hide_password=False))
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else "connection failed"
-        raise ServiceUnavailable(f"database unreachable at {where}: {reason}") from error
+        raise ServiceUnavailable(
+            f"database unreachable at {where}: {driver_reason(error)}"
+        ) from error
+
+
+def driver_reason(error: exc.DBAPIError) -> str:
+    """The first line of the driver's message: no SQL, parameters or links to docs."""
+    text = str(error.orig).strip() if error.orig is not None else ""
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _is_missing_table(error: exc.DBAPIError) -> bool:

@@ -27,7 +27,7 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine, Select, and_, exc, func, or_, select, text, tuple_
 
-from examctl.db.engine import db_now, is_postgres, translate_db_errors
+from examctl.db.engine import db_now, driver_reason, is_postgres, translate_db_errors
 from examctl.db.functions import plus_minutes
 from examctl.db.schema import (
     OVERDUE_POLICIES,
@@ -118,7 +118,7 @@ def _drain(
         committed = error.partial if isinstance(error.partial, FinishResult) else FinishResult()
         return _Drained(total + committed, error)
     except exc.OperationalError as error:  # a deadlock, a statement timeout: the batch rolled back
-        reason = str(error.orig).strip().splitlines()[0] if error.orig else type(error).__name__
+        reason = driver_reason(error)
         return _Drained(total, JobFailed(f"a batch failed and was rolled back: {reason}"))
     return _Drained(total)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -31,14 +31,15 @@ from sqlalchemy import (
     TextClause,
     TextualSelect,
     bindparam,
+    exc,
     text,
 )
 
 from examctl.db import partitions
-from examctl.db.engine import db_now, is_postgres
+from examctl.db.engine import db_now, driver_reason, is_postgres, translate_db_errors
 from examctl.db.schema import proctoring_events
 from examctl.db.types import UtcDateTime
-from examctl.errors import UsageError
+from examctl.errors import ExamctlError, JobFailed, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -101,24 +102,39 @@ def purge_proctoring(
     if dry_run:
         return _count(engine, cutoff, batch_size)
     result = PurgeResult()
+    try:
+        with translate_db_errors(engine):
+            for removed in _removals(engine, cutoff, batch_size, should_stop):
+                result += removed
+    except ExamctlError as error:  # what was committed before stays deleted: it counts
+        raise type(error)(str(error), partial=result) from error
+    except exc.DBAPIError as error:  # a lock or statement timeout, a deadlock, a full disk
+        reason = driver_reason(error)
+        raise JobFailed(f"a batch failed and was rolled back: {reason}", partial=result) from error
+    return result
+
+
+def _removals(
+    engine: Engine, cutoff: datetime, batch_size: int, should_stop: Callable[[], bool]
+) -> Iterator[PurgeResult]:
+    """What each committed step removed: the old partitions, then every batch of every table."""
     if is_postgres(engine):
-        result = _drop_old_partitions(engine, cutoff)
+        yield _drop_old_partitions(engine, cutoff)
         with engine.connect() as conn:
             tables = partitions.leaf_tables(conn, TABLE)
     else:
         tables = [TABLE]
     for table in tables:
         if should_stop():
-            break
-        result += _purge_table(engine, table, cutoff, batch_size, should_stop)
-    return result
+            return
+        yield from _purge_table(engine, table, cutoff, batch_size, should_stop)
 
 
 def _purge_table(
     engine: Engine, table: str, cutoff: datetime, batch_size: int, should_stop: Callable[[], bool]
-) -> PurgeResult:
+) -> Iterator[PurgeResult]:
     upper_of, delete_range, delete_ties = _statements(table)
-    total, after = PurgeResult(), _BEGINNING
+    after = _BEGINNING
     while not should_stop():
         started = time.monotonic()
         with engine.begin() as conn:
@@ -136,11 +152,10 @@ def _purge_table(
                 deleted = conn.execute(delete_ties, {"after": after, "limit": batch_size}).rowcount
         if deleted:
             _log_batch(table, deleted, time.monotonic() - started)
-            total += PurgeResult(int(deleted), 1)
+            yield PurgeResult(int(deleted), 1)
         if upper is None:
-            return total
+            return
         after = upper
-    return total
 
 
 def _statements(table: str) -> tuple[TextualSelect, TextClause, TextClause]:

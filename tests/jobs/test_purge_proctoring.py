@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from examctl.db import partitions
 from examctl.db.partitions import DROP_MARK
-from examctl.errors import UsageError
+from examctl.errors import JobFailed, UsageError
 from examctl.jobs.purge_proctoring import PurgeResult, purge_proctoring
 from tests.events import (
     DAY,
@@ -92,6 +92,30 @@ def _partitioned_sample(engine: Engine) -> tuple[datetime, list[str]]:
     names = partition_events_table(engine, bounds=bounds)
     add_events(engine, count=600, newest=now - 6 * HOUR, step=12 * HOUR)
     return now, names
+
+
+def test_purge_proctoring__lock_timeout_mid_run__committed_batches_counted_one_line(
+    pg_url: str, pg_engine: Engine
+) -> None:
+    now = now_of(pg_engine)
+    add_events(pg_engine, count=30, newest=now - 100 * DAY, step=HOUR)
+    plain_url = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain_url, autocommit=True) as admin:
+        database = plain_url.rsplit("/", 1)[1]
+        admin.execute(f"ALTER DATABASE {database} SET lock_timeout = '300ms'")
+    pg_engine.dispose()
+    # The platform holds the newest old event: the third batch cannot get it.
+    with psycopg.connect(plain_url) as platform:
+        platform.execute(
+            "SELECT id FROM proctoring_events ORDER BY occurred_at DESC LIMIT 1 FOR UPDATE"
+        )
+        with pytest.raises(JobFailed) as raised:
+            purge_proctoring(pg_engine, days=90, batch_size=10)
+
+    assert raised.value.partial == PurgeResult(deleted=20, batches=2)
+    assert str(raised.value).startswith("a batch failed and was rolled back: ")
+    assert "\n" not in str(raised.value) and "SELECT" not in str(raised.value)
+    assert count_events(pg_engine) == 10
 
 
 def test_purge_proctoring__partitioned__old_partitions_dropped_boundary_batched(
