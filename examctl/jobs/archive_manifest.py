@@ -97,8 +97,13 @@ def parse_manifest(raw: bytes, where: str) -> Manifest:
 
 def _object(entry: Any) -> ManifestObject:
     key, size, sha256 = entry["key"], entry["bytes"], entry["sha256"]
-    if not isinstance(key, str) or key.startswith("/") or ".." in key.split("/"):
+    if not _plain_relative(key):  # refused here, before any object is restored
         raise ValueError(f"bad object key {key!r}")
     if not isinstance(size, int) or size < 0 or not _SHA256.fullmatch(str(sha256)):
         raise ValueError(f"object {key}: bad bytes or sha256")
     return ManifestObject(key, size, sha256, frozenset(UUID(i) for i in entry["attempt_ids"]))
+
+
+def _plain_relative(key: object) -> bool:
+    """A key every store can hold: relative, and no empty, `.` or `..` segment."""
+    return isinstance(key, str) and all(p not in ("", ".", "..") for p in key.split("/"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
@@ -186,6 +187,24 @@ def test_restore_cli__bad_input__exit_2(
     assert unknown.exit_code == 2 and "not in manifest manifests/" in unknown.stderr
     assert broken.exit_code == 2 and "is not a valid examctl archive manifest" in broken.stderr
     assert missing.exit_code == 2 and f"manifest {tmp_path}/nope.json not found" in missing.stderr
+    assert live_ids(engine) == set()
+
+
+def test_restore_cli__manifest_lists_a_bad_key__exit_2_nothing_restored(
+    engine: Engine, exam: Exam, db_url: str, tmp_path: Path
+) -> None:
+    manifest = archived_locally(engine, exam, db_url, tmp_path / "a")
+    document = json.loads(manifest.read_text())
+    document["objects"][1]["key"] = "attempts//x"  # the first object is sound
+    manifest.write_text(json.dumps(document))
+
+    result = invoke("restore", str(manifest), "--database-url", db_url)
+
+    assert result.exit_code == 2
+    assert result.error_line == (
+        f"examctl: error: {manifest} is not a valid examctl archive manifest: "
+        "bad object key 'attempts//x'"
+    )
     assert live_ids(engine) == set()
 
 

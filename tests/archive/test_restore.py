@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +16,7 @@ from sqlalchemy import Engine, delete, insert, select, text
 from examctl.db.schema import attempt_answers, exam_attempts, exams, proctoring_events, questions
 from examctl.errors import JobFailed, UsageError
 from examctl.jobs.archive import archive
+from examctl.jobs.archive_manifest import FORMAT, parse_manifest
 from examctl.jobs.restore import RestoreResult, locate_manifest, parse_attempt_ids, restore
 from examctl.stores.archive_store import Destination, open_store, parse_destination
 from tests.archive.support import StoreAt, live_ids, seed_finished
@@ -233,6 +236,17 @@ def test_restore__corrupt_manifest__usage_error(
 
     with pytest.raises(UsageError, match="is not a valid examctl archive manifest"):
         restore(engine, store_at(str(tmp_path)), "manifests/x.json")
+
+
+@pytest.mark.parametrize(
+    "key", ["", "/etc/x.gz", "attempts//x.gz", "attempts/./x.gz", "attempts/../x.gz", "attempts/"]
+)
+def test_parse_manifest__key_not_a_plain_relative_path__usage_error(key: str) -> None:
+    entry = {"key": key, "bytes": 1, "sha256": "0" * 64, "attempt_ids": [str(uuid.uuid4())]}
+    raw = json.dumps({"format": FORMAT, "run_id": "r", "objects": [entry]}).encode()
+
+    with pytest.raises(UsageError, match=re.escape(f"bad object key '{key}'")):
+        parse_manifest(raw, "m.json")
 
 
 def test_restore__exam_deleted_meanwhile__counted_failed(
