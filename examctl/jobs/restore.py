@@ -21,8 +21,9 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine, select
 
+from examctl.db.engine import translate_db_errors
 from examctl.db.schema import exams, questions
-from examctl.errors import JobFailed, UsageError
+from examctl.errors import ExamctlError, JobFailed, UsageError
 from examctl.jobs.archive_manifest import Manifest, ManifestObject, parse_manifest
 from examctl.jobs.restore_rows import IN_CHUNK, Doc, insert_docs
 from examctl.stores.archive_store import (
@@ -100,22 +101,41 @@ def restore(
         listed = ", ".join(sorted(map(str, unknown))[:5])
         raise UsageError(f"attempt(s) not in manifest {manifest_key}: {listed}")
     chosen = [obj for obj in manifest.objects if not wanted or obj.attempt_ids & wanted]
-    result, problems = RestoreResult(), []
-    for done, obj in enumerate(chosen, 1):
-        try:
-            result += _restore_object(engine, store, obj, wanted, dry_run)
-        except JobFailed as error:  # this object only: the others are still restored
-            logger.error("%s", error, extra={"action": "object_not_restored", "key": obj.key})
-            problems.append(str(error))
-            lost = obj.attempt_ids & wanted if wanted else obj.attempt_ids
-            result += RestoreResult(failed=len(lost))
-        if progress:
-            progress(done, len(chosen))
+    result, problems = _restore_objects(engine, store, chosen, wanted, dry_run, progress)
     if result.failed:
         problems = problems or ["their exam or questions are no longer live"]
         message = f"{result.failed} attempt(s) not restored: {'; '.join(problems[:3])}"
         raise JobFailed(message, partial=result)
     return result
+
+
+def _restore_objects(
+    engine: Engine,
+    store: ArchiveStore,
+    chosen: list[ManifestObject],
+    wanted: frozenset[UUID],
+    dry_run: bool,
+    progress: Progress | None,
+) -> tuple[RestoreResult, list[str]]:
+    """Restore each object; one that fails is counted, a store or database lost ends the run."""
+    result, problems = RestoreResult(), []
+    try:
+        with translate_db_errors(engine):
+            for done, obj in enumerate(chosen, 1):
+                try:
+                    result += _restore_object(engine, store, obj, wanted, dry_run)
+                except JobFailed as error:  # this object only: the others are still restored
+                    logger.error(
+                        "%s", error, extra={"action": "object_not_restored", "key": obj.key}
+                    )
+                    problems.append(str(error))
+                    lost = obj.attempt_ids & wanted if wanted else obj.attempt_ids
+                    result += RestoreResult(failed=len(lost))
+                if progress:
+                    progress(done, len(chosen))
+    except ExamctlError as error:  # the objects restored before it stay: report their counts
+        raise type(error)(str(error), partial=result) from error
+    return result, problems
 
 
 def read_manifest(store: ArchiveStore, key: str) -> Manifest:

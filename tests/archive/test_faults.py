@@ -1,7 +1,8 @@
 """The store failing mid-run, for real: moto stopped, a directory turned read-only, a full disk.
 
 Each time nothing unverified is deleted, the run fails with exit 3 and a clear message, and the
-next run (with the store back) completes the manifest and archives the rest.
+next run (with the store back) completes the manifest and archives the rest. A restore that loses
+the store or the database part way fails with exit 3 and the counts of what it restored.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from examctl.db.schema import archive_runs, archived_objects
 from examctl.errors import ServiceUnavailable
 from examctl.jobs import archive as archive_job
 from examctl.jobs.archive import ArchiveResult, archive
+from examctl.jobs.restore import RestoreResult, restore
 from tests.archive.support import (
     StoreAt,
     assert_live_xor_in_one_manifest,
     bucket_files,
+    is_manifest,
     live_ids,
     local_files,
     manifests,
@@ -32,7 +35,7 @@ from tests.archive.support import (
     use_s3,
 )
 from tests.factories import make_exam
-from tests.servers import MotoServer
+from tests.servers import MotoServer, PostgresServer
 
 
 def when_planning(number: int, action: Callable[[], object]) -> Callable[[str], None]:
@@ -97,6 +100,56 @@ def test_archive__s3_server_stopped_mid_run__unverified_rows_kept_rerun_complete
     assert sorted(i for o in second["objects"] for i in o["attempt_ids"]) == sorted(
         map(str, ids[1:])
     )
+
+
+def after_first_object(action: Callable[[], object]) -> Callable[[int, int], None]:
+    """A restore progress callback that runs `action` once the first object is restored."""
+
+    def progress(done: int, _total: int) -> None:
+        if done == 1:
+            action()
+
+    return progress
+
+
+def test_restore__s3_server_stopped_after_the_first_object__exit_3_with_what_was_restored(
+    store_at: StoreAt, pg_engine: Engine, own_moto: MotoServer
+) -> None:
+    ids = seed_finished(pg_engine, make_exam(pg_engine), [201, 200])
+    s3_client(own_moto).create_bucket(Bucket="exams")
+    store = store_at("s3://exams/a")
+    archive(pg_engine, store, days=180)
+    (key,) = [k for k in bucket_files(own_moto, "exams", "a") if is_manifest(k)]
+
+    with pytest.raises(ServiceUnavailable, match="S3 unreachable at") as failed:
+        restore(pg_engine, store, key, progress=after_first_object(own_moto.stop))
+
+    assert failed.value.partial == RestoreResult(attempts=1, answers=3, events=2, objects=1)
+    assert live_ids(pg_engine) == {ids[0]}
+
+
+def test_restore__database_refuses_connections_after_the_first_object__exit_3_with_counts(
+    store_at: StoreAt, pg_engine: Engine, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    ids = seed_finished(pg_engine, make_exam(pg_engine), [201, 200])
+    store = store_at(str(tmp_path / "a"))
+    archive(pg_engine, store, days=180)
+    (manifest,) = (tmp_path / "a" / "manifests").glob("*.json")
+    name = pg_engine.url.database
+
+    def close_the_database() -> None:
+        postgres_server.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        postgres_server.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+
+    progress = after_first_object(close_the_database)
+    with pytest.raises(ServiceUnavailable, match="database unreachable at") as failed:
+        restore(pg_engine, store, f"manifests/{manifest.name}", progress=progress)
+
+    assert failed.value.partial == RestoreResult(attempts=1, answers=3, events=2, objects=1)
+    postgres_server.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+    assert live_ids(pg_engine) == {ids[0]}
 
 
 def test_archive__directory_turns_read_only_mid_run__exit_3_then_rerun_completes(
