@@ -167,6 +167,7 @@ def _iso(moment: datetime | None) -> str | None:
 def render_status(status: Status) -> None:
     """The human view: pending work, then one line per job."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -188,13 +189,14 @@ def render_status(status: Status) -> None:
             f"{status.attempts_due_for_archive:,}",
         ),
     ]
-    for name, value in rows:
-        figures.add_row(name, value)
+    for name, value in rows:  # text from Redis or the database is shown as is, never as markup
+        figures.add_row(name, escape(value))
     console.print(figures)
     jobs = Table(title="jobs", title_justify="left")
     for column in ("job", "last run", "status", "last success"):
         jobs.add_column(column)
     for job in status.jobs:
         state = (job.last_status or "never run") + (" (dry run)" if job.last_dry_run else "")
-        jobs.add_row(job.job, _iso(job.last_run_at) or "", state, _iso(job.last_success_at) or "")
+        cells = (job.job, _iso(job.last_run_at) or "", state, _iso(job.last_success_at) or "")
+        jobs.add_row(*map(escape, cells))
     console.print(jobs)

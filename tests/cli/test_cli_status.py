@@ -101,6 +101,17 @@ def test_status__redis_unreachable__shown_exit_0(sqlite_url: str) -> None:
     assert "hunter22" not in result.stdout + result.stderr
 
 
+def test_status__human_view__redis_error_text_shown_as_is_not_as_markup(sqlite_url: str) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0?client_name=[/x]"
+
+    result = invoke(
+        "status", "--database-url", sqlite_url, "--redis-url", url, env={"COLUMNS": "400"}
+    )
+
+    assert result.exit_code == 0, result.stderr
+    assert "client_name=[/x]" in result.stdout
+
+
 def test_status__database_unreachable__exit_3() -> None:
     url = f"postgresql://examctl:hunter22@127.0.0.1:{free_port()}/exams"
 
