@@ -43,7 +43,12 @@ ArchiveDest = Annotated[
 
 def archive_command(
     days: Annotated[
-        int, typer.Option("--days", help="Archive attempts finished more than this many days ago.")
+        int,
+        typer.Option(
+            "--days",
+            max=36_500,  # as RetentionDays: a cutoff 100 years back; far beyond, dates overflow
+            help="Archive attempts finished more than this many days ago.",
+        ),
     ] = 180,
     dest: ArchiveDest = "./examctl-archive",
     max_object_attempts: Annotated[

@@ -31,6 +31,11 @@ DEST_HELP = "(expected s3://bucket/prefix, file:///path or a directory path)"
         (["--dest", "s3://"], f"--dest 's3://': no valid bucket name after s3:// {DEST_HELP}"),
         (["--dest", "ftp://x"], f"--dest 'ftp://x': unsupported scheme 'ftp://' {DEST_HELP}"),
         (["--days", "0"], "--days must be at least 1, not 0"),
+        (
+            ["--days", "1000000"],
+            "examctl archive: Invalid value for '--days': Input should be less than or equal to "
+            "36500 (see 'examctl archive --help')",
+        ),
         (["--sse", "AES256"], "--sse and --sse-kms-key-id apply to s3:// destinations only"),
     ],
 )
