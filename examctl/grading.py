@@ -43,7 +43,8 @@ Per kind:
   abs(answer - value) <= tolerance, computed exactly; if the difference needs more than 1000
   significant digits the answer scores 0.
 
-``totals``: score = sum(awarded), max_score = sum(question_points), both exact sums;
+``totals``: score = sum(awarded), max_score = sum(question_points) with each question's points
+quantized to ``POINTS_PLACES`` as for a full award, both exact sums;
 percent = 100 x score / max_score rounded exactly to ``PERCENT_PLACES`` (ROUND_HALF_EVEN);
 passed is decided on the exact percent (score x 100 >= passing_score x max_score). When
 max_score <= 0, percent is 0.00 and passed = 0 >= passing_score. Inputs that are not finite
@@ -315,6 +316,16 @@ def _exact_sum(values: Iterable[Decimal], what: str) -> Decimal:
     return total
 
 
+def _as_full_points(points: Decimal) -> Decimal:
+    """A question's points as a right answer earns them: finer than POINTS_PLACES, quantized
+    like the award (3 x 0.333333 gives a perfect attempt 0.9999 of 0.9999, not of 0.999999)."""
+    value = _finite(points, "question_points")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -_POINTS_EXPONENT:
+        return value.quantize(POINTS_PLACES, context=_context())
+    return value
+
+
 def _finite(value: object, what: str) -> Decimal:
     if type(value) is int:
         return Decimal(value)
@@ -328,7 +339,7 @@ def totals(
 ) -> AttemptTotals:
     """Score, max score, percent and pass/fail of one attempt (see the module docstring)."""
     score = _exact_sum(awarded, "awarded")
-    max_score = _exact_sum(question_points, "question_points")
+    max_score = _exact_sum(map(_as_full_points, question_points), "question_points")
     passing = Fraction(_finite(passing_score, "passing_score"))
     if max_score <= 0:
         return AttemptTotals(score, max_score, Decimal("0.00"), passing <= 0)

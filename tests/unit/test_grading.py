@@ -531,6 +531,15 @@ def test_totals__sums_exactly__no_float_or_context_rounding() -> None:
     assert (big.percent, big.passed) == (D("100.00"), True)
 
 
+def test_totals__points_finer_than_four_places__a_perfect_attempt_scores_max_and_passes() -> None:
+    points = [D("0.333333")] * 3
+    awarded = [grade_answer("single", {"choice": "B"}, "B", p).points_awarded for p in points]
+
+    result = totals(awarded, points, D("100"))
+
+    assert result == AttemptTotals(D("0.9999"), D("0.9999"), D("100.00"), True)
+
+
 def test_totals__generators_and_ints__accepted() -> None:
     int_points: list[Any] = [2, 2]
     result = totals((D(n) for n in (1, 2)), iter(int_points), D(75))
