@@ -299,8 +299,7 @@ def _recover(
             if answer.question_id not in known or answer.at > attempt.deadline_at:
                 continue  # another exam's question, or given too late: never counted
             answers = stored.setdefault(attempt.id, {})
-            current = answers.get(answer.question_id)
-            if current is None or current.answered_at is None or current.answered_at < answer.at:
+            if _redis_wins(answers.get(answer.question_id), answer, attempt.deadline_at):
                 answers[answer.question_id] = StoredAnswer(
                     None, json.dumps(answer.value), answer.at
                 )
@@ -313,15 +312,29 @@ def _recover(
     return list(rows.values())
 
 
+def _redis_wins(current: StoredAnswer | None, answer: RedisAnswer, deadline: datetime) -> bool:
+    """An on-time Redis answer replaces no answer, an older one, or one stored after the
+    deadline (SPEC §6: no answer that reached Redis before the deadline is lost)."""
+    if current is None or current.answered_at is None:
+        return True
+    return current.answered_at < answer.at or current.answered_at > deadline
+
+
 def _write_recovered(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    a = attempt_answers.c
+    a, attempt = attempt_answers.c, exam_attempts.c
+    deadline = select(attempt.deadline_at).where(attempt.id == a.attempt_id).scalar_subquery()
     upsert(
         conn,
         attempt_answers,
         rows,
         conflict=["attempt_id", "question_id"],
         update_columns=["answer", "answered_at"],
-        only_if=lambda excluded: a.answered_at.is_(None) | (a.answered_at < excluded.answered_at),
+        # The same rule as _redis_wins, in case the platform wrote meanwhile.
+        only_if=lambda excluded: (
+            a.answered_at.is_(None)
+            | (a.answered_at < excluded.answered_at)
+            | (a.answered_at > deadline)
+        ),
     )
 
 

@@ -322,6 +322,31 @@ def test_finish_expired__database_answer_newer__kept(
     assert answer_rows(engine, attempt)[exam.question_ids[0]]["answer"] == "B"
 
 
+def test_finish_expired__stored_answer_after_deadline__on_time_redis_answer_wins(
+    engine: Engine, redis_url: str, redis_client: redis.Redis
+) -> None:
+    # SPEC §6: no answer that reached Redis before the deadline is lost, not even to a newer
+    # one the platform stored after the deadline.
+    exam = make_exam(engine)
+    deadline = now_of(engine) - timedelta(minutes=5)
+    attempt = make_attempt(
+        engine,
+        exam,
+        deadline_at=deadline,
+        answers={0: "C"},
+        answered_at=deadline + timedelta(minutes=2),
+    )
+    put_session(
+        redis_client, attempt, {exam.question_ids[0]: ("B", deadline - timedelta(minutes=1))}
+    )
+
+    result = finish_expired(engine, RedisSessions(redis_url, "exam:attempt:"))
+
+    assert result.answers_recovered == 1
+    stored = answer_rows(engine, attempt)[exam.question_ids[0]]
+    assert (stored["answer"], stored["is_correct"]) == ("B", True)
+
+
 def test_finish_expired__corrupt_redis_fields__skipped_rest_recovered(
     engine: Engine, redis_url: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
