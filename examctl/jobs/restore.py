@@ -25,7 +25,7 @@ from examctl.db.engine import translate_db_errors
 from examctl.db.schema import exams, questions
 from examctl.errors import ExamctlError, JobFailed, UsageError
 from examctl.jobs.archive_manifest import Manifest, ManifestObject, parse_manifest
-from examctl.jobs.restore_rows import IN_CHUNK, Doc, insert_docs
+from examctl.jobs.restore_rows import IN_CHUNK, Doc, advance_identities, insert_docs
 from examctl.stores.archive_store import (
     ArchiveStore,
     Destination,
@@ -133,6 +133,9 @@ def _restore_objects(
                     result += RestoreResult(failed=len(lost))
                 if progress:
                     progress(done, len(chosen))
+            if not dry_run:
+                with engine.begin() as conn:
+                    advance_identities(conn)
     except ExamctlError as error:  # the objects restored before it stay: report their counts
         raise type(error)(str(error), partial=result) from error
     return result, problems

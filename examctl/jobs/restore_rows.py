@@ -62,6 +62,24 @@ _PARTS = (
 )
 
 
+# Restored rows keep their archived ids (OVERRIDING SYSTEM VALUE), which a database restored
+# from elsewhere (disaster recovery) has not generated yet: its next answers and events would
+# collide with them. Each identity is moved past the largest id, never back.
+_ADVANCE_IDENTITY = """
+SELECT setval(s, m) FROM (
+    SELECT pg_get_serial_sequence(:table, 'id')::regclass AS s, (SELECT max(id) FROM {table}) AS m
+) ids
+WHERE m > coalesce(pg_sequence_last_value(s), 0)
+"""
+
+
+def advance_identities(conn: Connection) -> None:
+    """PostgreSQL: the id sequences of the tables restore writes ids into, past those ids."""
+    if is_postgres(conn):
+        for table in (attempt_answers, proctoring_events):
+            conn.execute(text(_ADVANCE_IDENTITY.format(table=table.name)), {"table": table.name})
+
+
 def insert_docs(conn: Connection, docs: Sequence[Doc]) -> tuple[int, int, int]:
     """Insert what is not live yet; returns the rows inserted per table (attempts first)."""
     if not docs:

@@ -179,6 +179,25 @@ def test_restore__dry_run__counts_what_the_run_does_and_changes_nothing(
     assert restore(engine, store, key) == dry
 
 
+def test_restore__into_a_database_whose_ids_are_behind__new_rows_do_not_collide(
+    store_at: StoreAt, pg_engine: Engine, tmp_path: Path
+) -> None:
+    exam = make_exam(pg_engine)
+    seed_finished(pg_engine, exam, [200, 201], answers=2, events=1)
+    root = tmp_path / "archive"
+    key = archived(pg_engine, root)
+    with pg_engine.begin() as conn:  # a database recreated elsewhere: its ids start over
+        for table in ("attempt_answers", "proctoring_events"):
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN id RESTART WITH 1"))
+
+    restore(pg_engine, store_at(str(root)), key)
+    seed_finished(pg_engine, exam, [1], answers=2, events=1)  # the platform goes on inserting
+
+    with pg_engine.connect() as conn:
+        restored = conn.execute(text("SELECT count(*) FROM attempt_answers")).scalar_one()
+    assert restored == 2 * 2 + 2
+
+
 def test_restore__selected_attempts__only_those(
     store_at: StoreAt, engine: Engine, exam: Exam, tmp_path: Path
 ) -> None:
