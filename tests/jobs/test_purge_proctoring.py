@@ -200,67 +200,6 @@ def test_purge_proctoring__exam_attempts_busy__drop_deferred_then_done_by_next_r
     )
 
 
-def test_purge_proctoring__killed_after_foreign_key_dropped__table_dropped_without_attempts_lock(
-    pg_url: str, pg_engine: Engine
-) -> None:
-    _, names = _partitioned_sample(pg_engine)
-    with pg_engine.begin() as conn:  # what a run killed between its two drop steps leaves
-        conn.execute(text(f"COMMENT ON TABLE {names[0]} IS '{DROP_MARK}'"))
-        conn.execute(text(f"ALTER TABLE proctoring_events DETACH PARTITION {names[0]}"))
-        (key,) = conn.execute(
-            text(
-                f"SELECT conname FROM pg_constraint WHERE conrelid = '{names[0]}'::regclass "
-                "AND contype = 'f'"
-            )
-        ).scalars()
-        conn.execute(text(f"ALTER TABLE {names[0]} DROP CONSTRAINT {key}"))
-        rows = conn.execute(text(f"SELECT count(*) FROM {names[0]}")).scalar_one()
-    # The platform reads exam_attempts in an open transaction: only a table that still had its
-    # foreign key would have to wait for it.
-    platform = psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"))
-    platform.execute("SELECT count(*) FROM exam_attempts")
-    try:
-        dropped = partitions.drop_tables_counted(pg_engine, [names[0]])
-    finally:
-        platform.rollback()
-        platform.close()
-
-    assert dropped == (rows, 1) and rows > 0
-    with pg_engine.connect() as conn:
-        assert conn.execute(text(f"SELECT to_regclass('{names[0]}')")).scalar() is None
-
-
-def test_purge_proctoring__partition_drop__holds_no_lock_on_exam_attempts(
-    pg_engine: Engine,
-) -> None:
-    # An event trigger, run inside each DROP TABLE's transaction, notes the locks that
-    # transaction holds on exam_attempts while its commit (which frees the files) is to come.
-    _partitioned_sample(pg_engine)
-    with pg_engine.begin() as conn:
-        conn.execute(text("CREATE TABLE lock_audit (modes text)"))
-        conn.execute(
-            text(
-                "CREATE FUNCTION audit_locks() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
-                "BEGIN INSERT INTO lock_audit SELECT string_agg(mode, ',') FROM pg_locks "
-                "WHERE pid = pg_backend_pid() AND relation = 'exam_attempts'::regclass; END $$"
-            )
-        )
-        conn.execute(
-            text(
-                "CREATE EVENT TRIGGER audit_drop ON ddl_command_end WHEN TAG IN ('DROP TABLE') "
-                "EXECUTE FUNCTION audit_locks()"
-            )
-        )
-
-    result = purge_proctoring(pg_engine, days=90, batch_size=1000)
-
-    with pg_engine.begin() as conn:
-        modes = conn.execute(text("SELECT modes FROM lock_audit")).scalars().all()
-        conn.execute(text("DROP EVENT TRIGGER audit_drop"))
-    assert result.deleted == 420
-    assert modes == [None] * 7  # seven partitions dropped, none holding exam_attempts
-
-
 def test_purge_proctoring__detach_left_pending__finalized(pg_url: str, pg_engine: Engine) -> None:
     _, names = _partitioned_sample(pg_engine)
     _leave_detach_pending(pg_url, names[0])
