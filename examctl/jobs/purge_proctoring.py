@@ -63,8 +63,9 @@ _PG_BATCH_SETTINGS = (
 )
 # The probe above must walk the index; the delete then reads its heap pages through a bitmap,
 # each page once for all its rows, instead of one index-ordered fetch per row: with the same
-# range, a whole purge ran about 12 % faster (median of five rounds, bench data). Only a
-# bitmap scan is left to the planner, so stale statistics cannot turn a batch into a seq scan.
+# range, a whole purge ran 6-12 % faster (medians of five rounds, bench/purge_batch_shapes.py).
+# Only a bitmap scan is left to the planner, so stale statistics cannot turn a batch into a seq
+# scan.
 _PG_DELETE_PLAN = (
     "SELECT set_config('enable_indexscan', 'off', true), set_config('enable_seqscan', 'off', true)"
 )
