@@ -122,7 +122,7 @@ def parse_destination(dest: str, *, what: str = "--dest") -> Destination:
         parts = urlsplit(text)
         if parts.netloc not in ("", "localhost") or not parts.path:
             raise UsageError(
-                f"--dest {text!r}: a file:// URL needs an absolute path ({_DEST_HELP})"
+                f"{what} {text!r}: a file:// URL needs an absolute path ({_DEST_HELP})"
             )
         return Destination("file", path=Path(unquote(parts.path)))
     raise UsageError(f"{what} {text!r}: unsupported scheme '{scheme}://' ({_DEST_HELP})")
