@@ -13,6 +13,10 @@ class ExamctlError(Exception):
         # What the job had committed before it failed (a result object), for history and --json.
         self.partial = partial
 
+    def with_partial(self, partial: object) -> ExamctlError:
+        """The same error, carrying what the job committed before it."""
+        return type(self)(str(self), partial=partial)
+
 
 class JobFailed(ExamctlError):
     """The job failed part way; what it committed is consistent."""
@@ -34,3 +38,9 @@ class ServiceUnavailable(ExamctlError):
 
 class JobSkipped(Exception):
     """Nothing the job may work on (e.g. no Redis configured): recorded `skipped`, exit 0."""
+
+
+def first_line(reason: object) -> str:
+    """The first line of a message (no SQL, parameters or tracebacks); the type's name if empty."""
+    text = str(reason).strip()
+    return text.splitlines()[0] if text else type(reason).__name__

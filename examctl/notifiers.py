@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from examctl.errors import UsageError
+from examctl.errors import UsageError, first_line
 
 if TYPE_CHECKING:
     import urllib.request
@@ -131,8 +131,7 @@ class WebhookNotifier:
     def _reason(self, reason: object) -> str:
         if isinstance(reason, TimeoutError):
             return f"timed out after {self.timeout_s:g} s"
-        text = str(reason).strip()
-        return text.splitlines()[0] if text else type(reason).__name__
+        return first_line(reason)
 
     def opener(self) -> urllib.request.OpenerDirector:
         if self._opener is None:

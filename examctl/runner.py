@@ -23,7 +23,7 @@ from sqlalchemy import Engine, insert, update
 from examctl.db.engine import db_now, translate_db_errors
 from examctl.db.locks import advisory_lock
 from examctl.db.schema import job_runs
-from examctl.errors import ExamctlError, JobSkipped
+from examctl.errors import ExamctlError, JobSkipped, first_line
 from examctl.history import last_success_query
 from examctl.logs import scrub
 
@@ -134,8 +134,7 @@ def _run(
     except Exception as error:
         # A bug, not an expected failure: keep the traceback in the log, record it, exit 1.
         logger.exception("%s crashed", job, extra={"job": job})
-        first_line = (str(error).strip().splitlines() or [""])[0]
-        message = scrub(f"{type(error).__name__}: {first_line}", ctx.secrets)
+        message = scrub(f"{type(error).__name__}: {first_line(error)}", ctx.secrets)
         return _finish(
             ctx, run_id, job, dry_run, started, status="failed", error=message, exit_code=1
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, text
 
-from examctl.errors import ServiceUnavailable, UsageError
+from examctl.errors import JobFailed, ServiceUnavailable, UsageError, first_line
 from examctl.settings import redact_url
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,19 @@ def translate_db_errors(engine: Engine) -> Iterator[None]:
 
 def driver_reason(error: exc.DBAPIError) -> str:
     """The first line of the driver's message: no SQL, parameters or links to docs."""
-    text = str(error.orig).strip() if error.orig is not None else ""
-    return text.splitlines()[0] if text else type(error).__name__
+    return first_line(error.orig) if error.orig is not None else type(error).__name__
+
+
+@contextlib.contextmanager
+def batch_errors(engine: Engine) -> Iterator[None]:
+    """translate_db_errors for a job of short batches: besides a lost connection (exit 3), a
+    batch the database refused (a lock or statement timeout, a deadlock, a full disk) is
+    JobFailed (exit 1): it rolled back, and what committed before it stands."""
+    try:
+        with translate_db_errors(engine):
+            yield
+    except exc.OperationalError as error:
+        raise JobFailed(f"a batch failed and was rolled back: {driver_reason(error)}") from error
 
 
 def _is_missing_table(error: exc.DBAPIError) -> bool:

@@ -102,7 +102,7 @@ def clean_redis(
             while pending:
                 total += pending.popleft().result()
     except ServiceUnavailable as error:
-        raise ServiceUnavailable(str(error), partial=total) from error
+        raise error.with_partial(total) from error
     return total
 
 

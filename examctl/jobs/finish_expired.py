@@ -25,9 +25,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Engine, Select, and_, exc, func, or_, select, text, tuple_
+from sqlalchemy import Connection, Engine, Select, and_, func, or_, select, text, tuple_
 
-from examctl.db.engine import db_now, driver_reason, is_postgres, translate_db_errors
+from examctl.db.engine import batch_errors, db_now, is_postgres
 from examctl.db.functions import plus_minutes
 from examctl.db.schema import (
     OVERDUE_POLICIES,
@@ -36,7 +36,7 @@ from examctl.db.schema import (
     exams,
     overdue_policy,
 )
-from examctl.errors import ExamctlError, JobFailed, ServiceUnavailable, UsageError
+from examctl.errors import ExamctlError, ServiceUnavailable, UsageError
 from examctl.jobs.finish_batch import AnswerGrader, Claimed, finish_batch
 from examctl.settings import DEFAULT_FINISH_BATCH_SIZE, DEFAULT_FINISH_WORKERS
 from examctl.stores.redis_sessions import RedisSessions
@@ -108,7 +108,7 @@ def _drain(
     """Finish batches until none is overdue, `should_stop()` says so, or one fails."""
     total, grader = FinishResult(), AnswerGrader()
     try:
-        with translate_db_errors(engine):
+        with batch_errors(engine):
             while not should_stop():
                 batch = _finish_one_batch(engine, sessions, grader, grace_seconds, batch_size)
                 if batch is None:
@@ -117,9 +117,6 @@ def _drain(
     except ExamctlError as error:
         committed = error.partial if isinstance(error.partial, FinishResult) else FinishResult()
         return _Drained(total + committed, error)
-    except exc.OperationalError as error:  # a deadlock, a statement timeout: the batch rolled back
-        reason = driver_reason(error)
-        return _Drained(total, JobFailed(f"a batch failed and was rolled back: {reason}"))
     return _Drained(total)
 
 
@@ -152,8 +149,7 @@ def _drain_in_threads(
 
 def _raise_with_partial(drained: _Drained) -> FinishResult:
     if drained.error is not None:
-        error = drained.error
-        raise type(error)(str(error), partial=drained.result) from error
+        raise drained.error.with_partial(drained.result) from drained.error
     return drained.result
 
 
@@ -177,7 +173,7 @@ def _finish_one_batch(
     try:
         deleted = sessions.delete(outcome.finished_ids) if sessions is not None else 0
     except ServiceUnavailable as error:  # the batch is committed: it counts all the same
-        raise ServiceUnavailable(str(error), partial=_result(outcome, redis_deleted=0)) from error
+        raise error.with_partial(_result(outcome, redis_deleted=0)) from error
     logger.info(
         "batch finished",
         extra={

@@ -31,15 +31,14 @@ from sqlalchemy import (
     TextClause,
     TextualSelect,
     bindparam,
-    exc,
     text,
 )
 
 from examctl.db import partitions
-from examctl.db.engine import db_now, driver_reason, is_postgres, translate_db_errors
+from examctl.db.engine import batch_errors, db_now, is_postgres
 from examctl.db.schema import proctoring_events
 from examctl.db.types import UtcDateTime
-from examctl.errors import ExamctlError, JobFailed, UsageError
+from examctl.errors import ExamctlError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +103,11 @@ def purge_proctoring(
         return _count(engine, cutoff, batch_size)
     result = PurgeResult()
     try:
-        with translate_db_errors(engine):
+        with batch_errors(engine):
             for removed in _removals(engine, cutoff, batch_size, should_stop):
                 result += removed
     except ExamctlError as error:  # what was committed before stays deleted: it counts
-        raise type(error)(str(error), partial=result) from error
-    except exc.DBAPIError as error:  # a lock or statement timeout, a deadlock, a full disk
-        reason = driver_reason(error)
-        raise JobFailed(f"a batch failed and was rolled back: {reason}", partial=result) from error
+        raise error.with_partial(result) from error
     return result
 
 

@@ -137,7 +137,7 @@ def _restore_objects(
                 with engine.begin() as conn:
                     advance_identities(conn)
     except ExamctlError as error:  # the objects restored before it stay: report their counts
-        raise type(error)(str(error), partial=result) from error
+        raise error.with_partial(result) from error
     return result, problems
 
 

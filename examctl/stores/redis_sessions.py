@@ -21,7 +21,7 @@ from uuid import UUID
 
 import redis
 
-from examctl.errors import ServiceUnavailable
+from examctl.errors import ServiceUnavailable, first_line
 from examctl.settings import redact_url
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class RedisSessions:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise ServiceUnavailable(
-                f"Redis unreachable at {self.display_url}: {_first_line(error)}"
+                f"Redis unreachable at {self.display_url}: {first_line(error)}"
             ) from error
 
 
@@ -260,8 +260,3 @@ def _storable(value: Any) -> bool:
 
 def _glob_escape(text: str) -> str:
     return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
