@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
-from examctl.errors import UsageError
+from examctl.errors import UsageError, first_line
+from examctl.logs import scrub
 
 DEFAULT_DATABASE_URL = "sqlite:///examctl.db"
 DEFAULT_REDIS_PREFIX = "exam:attempt:"
@@ -78,8 +79,12 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret this run knows of, for scrubbing logs and error messages."""
         found: list[str | None] = [*_passwords(self.database_url), *_passwords(self.redis_url)]
-        found += [os.environ.get(name) for name in _SECRET_ENV]
-        return [s for s in found if s and len(s) >= 3]
+        return _worth_scrubbing([*found, *(os.environ.get(name) for name in _SECRET_ENV)])
+
+
+def _worth_scrubbing(found: list[str | None]) -> list[str]:
+    """Secrets long enough to replace in text (masking every `p` would garble each message)."""
+    return [s for s in found if s and len(s) >= 3]
 
 
 _SECRET_ENV = ("EXAMCTL_WEBHOOK_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -128,8 +133,7 @@ def _check_libpq_parameters(url: str) -> None:
     try:
         given = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as error:
-        reason = str(error).strip().splitlines()[0]
-        raise UsageError(f"--database-url / DATABASE_URL: {reason}") from None
+        raise _refused("--database-url / DATABASE_URL", error, url) from None
     if given.get("sslmode", "prefer") not in _SSLMODES:
         raise UsageError(
             f"--database-url / DATABASE_URL: sslmode must be one of {', '.join(_SSLMODES)}"
@@ -142,32 +146,28 @@ def redact_url(url: str) -> str:
     """The URL with its passwords replaced by ***, in the user part or as query parameters
     (libpq and redis-py take both); safe for logs, errors and history."""
     parts = urlsplit(url)
-    secret_parameters = any(n.lower() in _SECRET_PARAMETERS for n, _ in _parameters(parts.query))
-    if parts.password is None and not secret_parameters:
+    query = "&".join(_masked(item) for item in parts.query.split("&")) if parts.query else ""
+    if parts.password is None and query == parts.query:
         return url  # as given: urlunsplit would drop the empty host of sqlite:///path
     if parts.password is not None:
         userinfo, _, hostinfo = parts.netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         parts = parts._replace(netloc=f"{user}:***@{hostinfo}")
-    if secret_parameters:
-        query = [
-            f"{name}=***" if name.lower() in _SECRET_PARAMETERS else raw
-            for raw, (name, _) in zip(parts.query.split("&"), _parameters(parts.query), strict=True)
-        ]
-        parts = parts._replace(query="&".join(query))
-    return urlunsplit(parts)
+    return urlunsplit(parts._replace(query=query))
 
 
 # Query parameters that carry a secret in a database or Redis URL.
 _SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 
 
-def _parameters(query: str) -> list[tuple[str, str]]:
-    """Each `&`-separated query item as (name, decoded value), in order, blanks kept."""
-    return [
-        (unquote_plus(name), unquote_plus(value))
-        for name, _, value in (item.partition("=") for item in query.split("&"))
-    ]
+def _secret_parameter(item: str) -> str | None:
+    """The value of a `name=value` query item that carries a secret, as written; else None."""
+    name, _, value = item.partition("=")
+    return value if unquote_plus(name).lower() in _SECRET_PARAMETERS else None
+
+
+def _masked(item: str) -> str:
+    return item if _secret_parameter(item) is None else f"{item.partition('=')[0]}=***"
 
 
 def default_log_format() -> str:
@@ -197,10 +197,12 @@ def _check_redis_parameters(url: str) -> None:
     try:
         redis.Redis.from_url(url).close()
     except (ValueError, TypeError) as error:
-        reason = str(error).strip().splitlines()[0]
-        for secret in _passwords(url):
-            reason = reason.replace(secret, "***")
-        raise UsageError(f"--redis-url / REDIS_URL: {reason}") from None
+        raise _refused("--redis-url / REDIS_URL", error, url) from None
+
+
+def _refused(what: str, error: Exception, url: str) -> UsageError:
+    """The driver's reason for refusing `url`, in one line, with the URL's secrets masked."""
+    return UsageError(f"{what}: {scrub(first_line(error), _worth_scrubbing([*_passwords(url)]))}")
 
 
 def _validate_prefix(prefix: str | None) -> str:
@@ -258,7 +260,8 @@ def _passwords(url: str | None) -> list[str]:
         found = [parts.password] if parts.password is not None else []
     except ValueError:
         return []
-    for raw, (name, value) in zip(parts.query.split("&"), _parameters(parts.query), strict=True):
-        if name.lower() in _SECRET_PARAMETERS:
-            found += [value, raw.partition("=")[2]]
+    for item in parts.query.split("&"):
+        value = _secret_parameter(item)
+        if value is not None:
+            found += [value, unquote_plus(value)]
     return found

@@ -51,6 +51,15 @@ def test_database_url__malformed__usage_error_without_password(url: str, message
     assert ":p@" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:se%zzcret@db/exams", "postgresql://u@db/exams?password=se%zzcret"]
+)
+def test_database_url__refused_by_libpq__reason_without_the_password(url: str) -> None:
+    with pytest.raises(UsageError, match="invalid percent-encoded token") as raised:
+        normalize_database_url(url)
+    assert "se%zzcret" not in str(raised.value)
+
+
 def test_redact_url__password__replaced() -> None:
     assert redact_url("postgresql://user:hunter2@db/x") == "postgresql://user:***@db/x"
     assert redact_url("redis://:hunter2@cache:6379/0") == "redis://:***@cache:6379/0"
