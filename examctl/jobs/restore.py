@@ -133,9 +133,6 @@ def _restore_objects(
                     result += RestoreResult(failed=len(lost))
                 if progress:
                     progress(done, len(chosen))
-            if not dry_run:
-                with engine.begin() as conn:
-                    advance_identities(conn)
     except ExamctlError as error:  # the objects restored before it stay: report their counts
         raise error.with_partial(result) from error
     return result, problems
@@ -171,6 +168,8 @@ def _restore_object(
                     result += _restore_batch(conn, batch)
                 if dry_run:  # counted by doing it, so the counts are the real run's; undone
                     transaction.rollback()
+                else:  # with the rows it covers: no crash can leave restored ids ahead of it
+                    advance_identities(conn)
         except (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError) as error:
             raise VerificationFailed(f"object {obj.key} is not gzip JSON Lines: {error}") from None
     logger.info("object restored", extra={"action": "object_restored", "key": obj.key})
