@@ -271,10 +271,11 @@ def _deliver(
                     _log_not_delivered(reminder, error)
             settled += 1
     finally:
-        # Whatever stops the loop, no claim stays `sending`: those not known to be delivered
-        # are recorded failed, and the next run retries them.
-        if settled < len(claims):
-            failed["not delivered: the run stopped"].extend(claims[settled:])
+        # Whatever stops the loop, the claims it never reached are recorded failed and retried
+        # by the next run. The one in hand when it stopped may have gone out: it stays `sending`,
+        # never sent again (at most once, as for a killed run).
+        if settled + 1 < len(claims):
+            failed["not attempted: the run stopped"].extend(claims[settled + 1 :])
         _record(engine, sent, failed)
     reasons.update({why: len(batch) for why, batch in failed.items()})
     result = RemindResult(sent=len(sent), failed=sum(len(v) for v in failed.values()))
