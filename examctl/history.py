@@ -8,6 +8,17 @@ from sqlalchemy import Engine, Select, select
 
 from examctl.db.schema import job_runs
 
+# The jobs a schedule runs (what `status` reports on), and every job that records its runs.
+SCHEDULED_JOBS = (
+    "finish-expired",
+    "sweep",
+    "remind",
+    "clean-redis",
+    "purge-proctoring",
+    "archive",
+)
+RECORDED_JOBS = (*SCHEDULED_JOBS, "restore")  # restore is run by hand
+
 
 def recent_runs(engine: Engine, *, job: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """The newest runs first, as plain dicts (times in ISO 8601)."""

@@ -31,10 +31,9 @@ from examctl.db.schema import (
     proctoring_events,
 )
 from examctl.errors import ServiceUnavailable
-from examctl.history import last_run_query, last_success_query
+from examctl.history import SCHEDULED_JOBS, last_run_query, last_success_query
 from examctl.stores.redis_sessions import RedisSessions
 
-JOBS = ("finish-expired", "sweep", "remind", "clean-redis", "purge-proctoring", "archive")
 DEFAULT_RETENTION_DAYS = 90
 DEFAULT_ARCHIVE_DAYS = 180
 
@@ -126,7 +125,7 @@ def collect_status(
         now = db_now(conn)
         queries = status_queries(now, retention_days=retention_days, archive_days=archive_days)
         figures: dict[str, Any] = {n: conn.execute(q).scalar() for n, q in queries.items()}
-        jobs = tuple(_job_status(conn, job) for job in JOBS)
+        jobs = tuple(_job_status(conn, job) for job in SCHEDULED_JOBS)
     redis, sessions_count = _redis_sessions(sessions)
     return Status(
         now=now,

@@ -59,11 +59,11 @@ def history_command(
 
 def _check_job_name(job: str | None) -> None:
     """A typo in `--job` is a usage error, not an empty history that reads as "never ran"."""
-    from examctl.status import JOBS
+    from examctl.history import RECORDED_JOBS
 
-    recorded = (*JOBS, "restore")  # status lists the scheduled jobs; restore is run by hand
-    if job is not None and job not in recorded:
-        raise UsageError(f"--job: no job is named {job!r}; the jobs are {', '.join(recorded)}")
+    if job is not None and job not in RECORDED_JOBS:
+        jobs = ", ".join(RECORDED_JOBS)
+        raise UsageError(f"--job: no job is named {job!r}; the jobs are {jobs}")
 
 
 def status_command(
